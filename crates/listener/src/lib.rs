@@ -1,0 +1,22 @@
+//! tandem's listeners: bind, accept, apply the service's limits, pick a backend,
+//! connect with timeout and retry, and hand both sockets to the forwarder.
+//!
+//! Key types: [`ServiceState`] (a service's `ArcSwap<Snapshot>` and counters),
+//! [`Snapshot`] (config + backends + scheduler, replaced whole), [`TcpAcceptor`]
+//! (the accept loop), and [`bind_tcp`] / [`bind_udp`], whose errors explain what
+//! holds a port.
+//!
+//! Invariants: the accept path loads the snapshot once per connection and takes
+//! no lock; a connection never tries the same backend twice; the accept loop
+//! survives every accept error, pausing when descriptors run out. This crate
+//! installs no signal handler and never exits the process.
+
+mod bind;
+mod holder;
+mod service;
+mod tcp;
+
+pub use bind::{bind_tcp, bind_udp, BindError};
+pub use holder::PortHolder;
+pub use service::{ServiceCounters, ServiceState, Snapshot};
+pub use tcp::TcpAcceptor;

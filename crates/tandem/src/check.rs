@@ -1,0 +1,132 @@
+//! `tandem check`: like `haproxy -c` and `nginx -t`, a one-screen summary and
+//! exit 0, or every error and exit 1.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use tandem_config::{Config, HealthKind, SchedulerKind};
+use tandem_core::Protocol;
+
+pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    match tandem_config::load(path) {
+        Ok(config) => {
+            print!("{}", summary(&config, &path.display().to_string()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{}: {} error(s), configuration is not valid",
+                path.display(),
+                errors.0.len()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn scheduler_name(kind: SchedulerKind) -> &'static str {
+    match kind {
+        SchedulerKind::RoundRobin => "round_robin",
+        SchedulerKind::LeastConnections => "least_connections",
+        SchedulerKind::SourceHash => "source_hash",
+        SchedulerKind::Random => "random",
+    }
+}
+
+fn health_name(kind: HealthKind) -> &'static str {
+    match kind {
+        HealthKind::None => "none",
+        HealthKind::Tcp => "tcp",
+        HealthKind::Http => "http",
+        HealthKind::Https => "https",
+        HealthKind::Udp => "udp",
+    }
+}
+
+/// The summary printed for a valid file.
+pub fn summary(config: &Config, origin: &str) -> String {
+    let mut out = String::new();
+    let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
+    let _ = writeln!(
+        out,
+        "{origin}: configuration is valid: {} service(s), {backends} backend(s), {} vrrp instance(s)",
+        config.services.len(),
+        config.vrrp.instances.len()
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:<5} {:<24} {:<18} {:<8} BACKENDS",
+        "SERVICE", "PROTO", "LISTEN", "SCHEDULER", "HEALTH"
+    );
+    for s in &config.services {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<5} {:<24} {:<18} {:<8} {}",
+            s.name,
+            s.protocol,
+            s.listen.to_string(),
+            scheduler_name(s.scheduler),
+            health_name(s.health.kind),
+            s.backends.len()
+        );
+        for b in &s.backends {
+            let mut line = format!("    {}", b.address);
+            if let Some(name) = &b.name {
+                let _ = write!(line, " ({name})");
+            }
+            let _ = write!(line, " weight {}", b.weight);
+            if b.backup {
+                line.push_str(" backup");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    for i in &config.vrrp.instances {
+        let vips: Vec<String> = i
+            .virtual_ips
+            .iter()
+            .map(|v| format!("{}/{}", v.address, v.prefix_len))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nvrrp {}: interface {} vrid {} priority {} vips {}",
+            i.name,
+            i.interface,
+            i.virtual_router_id,
+            i.priority,
+            vips.join(", ")
+        );
+    }
+    let mut notes = Vec::new();
+    for s in &config.services {
+        if s.protocol == Protocol::Udp {
+            notes.push(format!(
+                "service {}: protocol udp is not supported by this version; `tandem run` will refuse it",
+                s.name
+            ));
+        }
+        if s.health.kind != HealthKind::None {
+            notes.push(format!(
+                "service {}: health checks are not run by this version; backends are treated as up",
+                s.name
+            ));
+        }
+    }
+    if !config.vrrp.instances.is_empty() {
+        notes.push("vrrp: not run by this version; no virtual IP is managed".to_owned());
+    }
+    if config.admin.is_some() {
+        notes.push("admin: the admin endpoint is not served by this version".to_owned());
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out);
+        for n in notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+    }
+    out
+}

@@ -1,0 +1,38 @@
+//! The tandem binary as a library: command line, logging, wiring of the
+//! components, signals and exit codes. This is the only crate that touches the
+//! process (signals, resource limits, exit codes); the libraries it wires
+//! never do.
+//!
+//! `run` reads and validates the whole configuration before it binds anything,
+//! binds every listener before it accepts on any, and on SIGTERM/SIGINT stops
+//! accepting, drains for `drain_timeout`, cuts what is left and exits 0.
+
+mod check;
+mod cli;
+mod daemon;
+mod demo;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use cli::{Cli, Command};
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, &cli.log_level);
+    let result = match &cli.command {
+        Command::Run { config } => daemon::run_file(config),
+        Command::Check { config } => check::run(config),
+        Command::Demo { port } => demo::run(*port),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
