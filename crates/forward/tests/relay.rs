@@ -1,0 +1,196 @@
+//! The byte pump on real loopback sockets, in both modes.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tandem_core::{Backend, BackendAddress};
+use tandem_forward::{Ending, Forwarder, Mode, RelayOptions, Relayed};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A client connected through `forwarder.relay` to a backend served by `backend_fn`.
+struct Setup {
+    client: TcpStream,
+    relay: tokio::task::JoinHandle<Relayed>,
+    stats: Arc<Backend>,
+    cut: CancellationToken,
+}
+
+async fn setup<F, Fut>(forwarder: &Forwarder, mode: Mode, idle: Duration, backend_fn: F) -> Setup
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let backend_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = backend_listener.accept().await.unwrap();
+        backend_fn(s).await;
+    });
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(front.local_addr().unwrap()).await.unwrap();
+    let (accepted, _) = front.accept().await.unwrap();
+    let upstream = TcpStream::connect(backend_addr).await.unwrap();
+    let stats = Arc::new(Backend::new(
+        BackendAddress(backend_addr),
+        None,
+        NonZeroU32::MIN,
+        false,
+        true,
+    ));
+    let cut = CancellationToken::new();
+    let relay = {
+        let forwarder = forwarder.clone();
+        let stats = Arc::clone(&stats);
+        let cut = cut.clone();
+        tokio::spawn(async move {
+            let options = RelayOptions {
+                mode,
+                idle_timeout: idle,
+            };
+            forwarder
+                .relay(&accepted, &upstream, options, &stats, &cut)
+                .await
+        })
+    };
+    Setup {
+        client,
+        relay,
+        stats,
+        cut,
+    }
+}
+
+async fn echo(mut s: TcpStream) {
+    let (mut r, mut w) = s.split();
+    let _ = tokio::io::copy(&mut r, &mut w).await;
+    let _ = w.shutdown().await;
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+async fn round_trip(mode: Mode) {
+    let forwarder = Forwarder::new();
+    let payload = data(8 * 1024 * 1024 + 3);
+    let s = setup(&forwarder, mode, Duration::from_secs(30), echo).await;
+    let (mut r, mut w) = s.client.into_split();
+    let p = payload.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&p).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(Sha256::digest(&back), Sha256::digest(&payload));
+    let relayed = s.relay.await.unwrap();
+    assert_eq!(relayed.from_client, payload.len() as u64);
+    assert_eq!(relayed.to_client, payload.len() as u64);
+    assert!(matches!(relayed.ending, Ending::ClientClosed), "{:?}", relayed.ending);
+    assert_eq!(s.stats.bytes_from_client(), payload.len() as u64);
+    assert_eq!(s.stats.bytes_to_client(), payload.len() as u64);
+    match mode {
+        Mode::Splice => {
+            assert_eq!(forwarder.spliced_bytes(), 2 * payload.len() as u64);
+            assert_eq!(forwarder.copied_bytes(), 0);
+            assert!(forwarder.idle_pipes() >= 1, "pipes go back to the pool");
+        }
+        Mode::Copy => {
+            assert_eq!(forwarder.copied_bytes(), 2 * payload.len() as u64);
+            assert_eq!(forwarder.spliced_bytes(), 0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn splice_moves_every_byte_both_ways() {
+    round_trip(Mode::Splice).await;
+}
+
+#[tokio::test]
+async fn copy_moves_every_byte_both_ways() {
+    round_trip(Mode::Copy).await;
+}
+
+async fn half_close(mode: Mode) {
+    let forwarder = Forwarder::new();
+    let s = setup(&forwarder, mode, Duration::from_secs(30), |mut b| async move {
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        b.write_all(format!("got {}", got.len()).as_bytes()).await.unwrap();
+        b.shutdown().await.unwrap();
+    })
+    .await;
+    let mut client = s.client;
+    client.write_all(&data(100_000)).await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut reply = String::new();
+    client.read_to_string(&mut reply).await.unwrap();
+    assert_eq!(reply, "got 100000");
+    let relayed = s.relay.await.unwrap();
+    assert!(matches!(relayed.ending, Ending::ClientClosed));
+}
+
+#[tokio::test]
+async fn half_close_passes_eof_and_keeps_reply_splice() {
+    half_close(Mode::Splice).await;
+}
+
+#[tokio::test]
+async fn half_close_passes_eof_and_keeps_reply_copy() {
+    half_close(Mode::Copy).await;
+}
+
+#[tokio::test]
+async fn idle_connection_is_closed_after_idle_timeout() {
+    for mode in [Mode::Splice, Mode::Copy] {
+        let forwarder = Forwarder::new();
+        let s = setup(&forwarder, mode, Duration::from_millis(200), echo).await;
+        let started = tokio::time::Instant::now();
+        let relayed = tokio::time::timeout(Duration::from_secs(5), s.relay)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(relayed.ending, Ending::IdleTimeout));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        drop(s.client);
+    }
+}
+
+#[tokio::test]
+async fn cut_ends_the_relay_at_once() {
+    let forwarder = Forwarder::new();
+    let s = setup(&forwarder, Mode::Splice, Duration::from_secs(30), echo).await;
+    s.cut.cancel();
+    let relayed = tokio::time::timeout(Duration::from_secs(2), s.relay)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(relayed.ending, Ending::Cut));
+    drop(s.client);
+}
+
+#[tokio::test]
+async fn backend_reset_becomes_client_reset() {
+    for mode in [Mode::Splice, Mode::Copy] {
+        let forwarder = Forwarder::new();
+        let s = setup(&forwarder, mode, Duration::from_secs(30), |mut b| async move {
+            let mut one = [0u8; 1];
+            b.read_exact(&mut one).await.unwrap();
+            socket2::SockRef::from(&b).set_linger(Some(Duration::ZERO)).unwrap();
+        })
+        .await;
+        let mut client = s.client;
+        client.write_all(b"x").await.unwrap();
+        let relayed = s.relay.await.unwrap();
+        assert!(matches!(relayed.ending, Ending::BackendReset(_)), "{:?}", relayed.ending);
+        let mut buf = Vec::new();
+        let err = client.read_to_end(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+}
