@@ -1,0 +1,170 @@
+//! End-to-end: the command line, `tandem check` on the config corpus and the
+//! examples, `--version`, the demo, and the explained "address in use".
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, one_service, read_to_end};
+use test_support::{free_addr, Tandem};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn check_rejects_every_bad_config_with_its_exact_errors() {
+    let dir = repo().join("crates/config/tests/bad");
+    let files = yaml_files(&dir);
+    assert!(files.len() >= 20, "the corpus has {} files", files.len());
+    for file in files {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let expected = std::fs::read_to_string(file.with_extension("expected")).unwrap();
+        let out = Command::new(bin())
+            .current_dir(&dir)
+            .args(["check", "-c", name])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for line in expected.lines().filter(|l| !l.is_empty()) {
+            assert!(stderr.contains(line), "{name}: missing `{line}` in:\n{stderr}");
+        }
+        assert!(stderr.contains("configuration is not valid"), "{stderr}");
+    }
+}
+
+#[test]
+fn check_accepts_every_example() {
+    let files = yaml_files(&repo().join("examples"));
+    assert!(!files.is_empty());
+    for file in files {
+        let out = Command::new(bin())
+            .args(["check", "-c"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            file.display(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("configuration is valid"), "{stdout}");
+        assert!(stdout.contains("SERVICE"), "{stdout}");
+    }
+}
+
+#[test]
+fn check_of_a_missing_file_says_so() {
+    let out = Command::new(bin())
+        .args(["check", "-c", "/nonexistent/tandem.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/tandem.yaml"), "{stderr}");
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("tandem {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn run_with_a_bad_config_exits_one_and_names_the_error() {
+    let dir = tempfile_dir();
+    let path = dir.join("bad.yaml");
+    std::fs::write(&path, "services:\n  - name: x\n    listn: 127.0.0.1:1\n").unwrap();
+    let out = Command::new(bin()).args(["run", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.yaml:3:5"), "{stderr}");
+    assert!(stderr.contains("listen"), "{stderr}");
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tandem-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_in_use_names_the_process_holding_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap();
+    let mut tandem = Tandem::spawn(bin(), &one_service(listen, &[free_addr()], ""));
+    let status = tandem.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(1));
+    let logs = tandem.logs();
+    assert!(logs.contains("address already in use"), "{logs}");
+    assert!(logs.contains(&format!("pid {}", std::process::id())), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_6443_in_use_gives_the_kubeadm_advice() {
+    // Only when 6443 is free on this machine; loopback only.
+    let Ok(taken) = std::net::TcpListener::bind("127.0.0.1:6443") else {
+        eprintln!("127.0.0.1:6443 is busy here; skipping the 6443 advice test");
+        return;
+    };
+    let listen = taken.local_addr().unwrap();
+    let mut tandem = Tandem::spawn(bin(), &one_service(listen, &[free_addr()], ""));
+    let status = tandem.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(1));
+    let logs = tandem.logs();
+    assert!(logs.contains("--bind-address"), "{logs}");
+    assert!(logs.contains("8443"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_answers_with_each_backend_name_in_turn() {
+    let port = free_addr().port();
+    let mut child = tokio::process::Command::new(bin())
+        .args(["demo", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut names = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while names.len() < 3 && std::time::Instant::now() < deadline {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        s.write_all(b"GET / HTTP/1.1\r\nHost: demo\r\n\r\n").await.unwrap();
+        let reply = read_to_end(&mut s, Duration::from_secs(5)).await.unwrap();
+        let reply = String::from_utf8(reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        names.push(reply.lines().last().unwrap().to_owned());
+    }
+    names.sort();
+    assert_eq!(names, ["backend-1", "backend-2", "backend-3"]);
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
