@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tandem_config::{HealthKind, InitialState, SchedulerKind, Service};
+use tandem_config::{HashKey, HealthKind, InitialState, SchedulerKind, Service};
 use tandem_core::{Backend, BackendSet};
 use tandem_scheduler::{Algorithm, OnAllDown, Scheduler};
 
@@ -48,7 +48,7 @@ impl Snapshot {
                 })
                 .collect(),
         );
-        let scheduler = tandem_scheduler::build(algorithm(config.scheduler), &backends);
+        let scheduler = tandem_scheduler::build(algorithm(config.scheduler, config.hash_key), &backends);
         Snapshot {
             config,
             backends,
@@ -64,14 +64,16 @@ impl Snapshot {
     }
 }
 
-/// Maps the configured scheduler to an algorithm the scheduler crate has.
-/// Only round robin exists so far; `tandem check` refuses the others.
-fn algorithm(kind: SchedulerKind) -> Algorithm {
+/// Maps the configured scheduler to the scheduler crate's algorithm.
+fn algorithm(kind: SchedulerKind, key: HashKey) -> Algorithm {
     match kind {
-        SchedulerKind::RoundRobin
-        | SchedulerKind::LeastConnections
-        | SchedulerKind::SourceHash
-        | SchedulerKind::Random => Algorithm::RoundRobin,
+        SchedulerKind::RoundRobin => Algorithm::RoundRobin,
+        SchedulerKind::LeastConnections => Algorithm::LeastConnections,
+        SchedulerKind::SourceHash => Algorithm::SourceHash(match key {
+            HashKey::SourceIp => tandem_scheduler::HashKey::SourceIp,
+            HashKey::SourceIpPort => tandem_scheduler::HashKey::SourceIpPort,
+        }),
+        SchedulerKind::Random => Algorithm::Random,
     }
 }
 

@@ -4,8 +4,12 @@
 //! nginx updates per-backend "current weights" under a lock at every pick. We
 //! compute one full cycle of that sequence when the scheduler is built and walk
 //! it with one atomic counter, which gives the same order without a lock.
-//! Backends that cannot be picked are skipped; their turns go to the next
-//! entries of the cycle.
+//!
+//! Primaries and backups get a cycle each, so that backups do not cost turns
+//! while primaries serve. A backend that cannot be picked is skipped and its
+//! turn is consumed: the counter jumps past it, so the backends still
+//! available keep exactly their weighted shares (with a,b,c equal and b down:
+//! a c a c, not a c c a c c).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -19,18 +23,45 @@ const MAX_CYCLE: usize = 1 << 20;
 
 #[derive(Debug)]
 pub struct RoundRobin {
-    cycle: Vec<u32>,
+    primary: Cycle,
+    backup: Cycle,
+}
+
+/// One class of backends (primaries or backups) in smooth weighted order.
+#[derive(Debug)]
+struct Cycle {
+    /// Indexes into the backend set.
+    order: Vec<u32>,
     next: AtomicUsize,
 }
 
 impl RoundRobin {
     pub fn new(backends: &BackendSet) -> Self {
-        let weights: Vec<u64> = backends.iter().map(|b| b.weight().get() as u64).collect();
+        let class = |backup: bool| {
+            let members: Vec<(u32, u64)> = backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.is_backup() == backup)
+                .map(|(i, b)| (index_u32(i), u64::from(b.weight().get())))
+                .collect();
+            let weights: Vec<u64> = members.iter().map(|&(_, w)| w).collect();
+            Cycle {
+                order: smooth_cycle(&weights)
+                    .into_iter()
+                    .map(|local| members[local as usize].0)
+                    .collect(),
+                next: AtomicUsize::new(0),
+            }
+        };
         RoundRobin {
-            cycle: smooth_cycle(&weights),
-            next: AtomicUsize::new(0),
+            primary: class(false),
+            backup: class(true),
         }
     }
+}
+
+pub(crate) fn index_u32(index: usize) -> u32 {
+    u32::try_from(index).expect("a service has fewer than 2^32 backends")
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -41,8 +72,8 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
-/// One cycle of nginx's smooth weighted round robin over `weights`, reduced by
-/// their greatest common divisor.
+/// One cycle of nginx's smooth weighted round robin over `weights` (indexes
+/// into `weights`), reduced by their greatest common divisor.
 fn smooth_cycle(weights: &[u64]) -> Vec<u32> {
     let divisor = weights.iter().copied().fold(0, gcd).max(1);
     let weights: Vec<i64> = weights.iter().map(|w| (w / divisor) as i64).collect();
@@ -59,23 +90,54 @@ fn smooth_cycle(weights: &[u64]) -> Vec<u32> {
             }
         }
         current[best] -= total;
-        cycle.push(best as u32);
+        cycle.push(index_u32(best));
     }
     cycle
 }
 
-impl Scheduler for RoundRobin {
-    fn pick(&self, backends: &BackendSet, _client: SocketAddr, tried: &[usize]) -> Option<usize> {
-        if self.cycle.is_empty() {
+impl Cycle {
+    fn pick(&self, backends: &BackendSet, candidates: &Candidates<'_>) -> Option<usize> {
+        let len = self.order.len();
+        if len == 0 {
             return None;
         }
-        let candidates = Candidates::new(backends, tried);
         let start = self.next.fetch_add(1, Relaxed);
-        (0..self.cycle.len()).find_map(|step| {
-            let index = self.cycle[(start.wrapping_add(step)) % self.cycle.len()] as usize;
+        let (skipped, index) = (0..len).find_map(|step| {
+            let index = self.order[start.wrapping_add(step) % len] as usize;
             let backend = backends.get(index)?;
-            candidates.allows(index, backend).then_some(index)
-        })
+            candidates.allows(index, backend).then_some((step, index))
+        })?;
+        if skipped > 0 {
+            // The skipped turns are used up, so the next pick continues after
+            // this one instead of landing on the same backend again.
+            self.next.fetch_add(skipped, Relaxed);
+        }
+        Some(index)
+    }
+}
+
+impl Scheduler for RoundRobin {
+    fn pick(&self, backends: &BackendSet, _client: SocketAddr, tried: &[usize]) -> Option<usize> {
+        let candidates = Candidates::new(backends, tried);
+        let (first, other) = if candidates.uses_backups() {
+            // Rare (no primary left): check there is anything at all before
+            // walking cycles that may be long.
+            if !backends
+                .iter()
+                .enumerate()
+                .any(|(i, b)| candidates.allows(i, b))
+            {
+                return None;
+            }
+            (&self.backup, &self.primary)
+        } else {
+            (&self.primary, &self.backup)
+        };
+        // `other` only matters if a reload flipped a backup flag in place
+        // without rebuilding the scheduler; it costs nothing otherwise.
+        first
+            .pick(backends, &candidates)
+            .or_else(|| other.pick(backends, &candidates))
     }
 }
 
@@ -94,7 +156,9 @@ mod tests {
     fn equal_weights_rotate() {
         let set = set(&[1, 1, 1]);
         let rr = RoundRobin::new(&set);
-        let picks: Vec<_> = (0..6).map(|_| rr.pick(&set, client(), &[]).unwrap()).collect();
+        let picks: Vec<_> = (0..6)
+            .map(|_| rr.pick(&set, client(), &[]).unwrap())
+            .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
     }
 
@@ -106,6 +170,32 @@ mod tests {
         for _ in 0..9 {
             assert_ne!(rr.pick(&set, client(), &[]), Some(1));
         }
+    }
+
+    #[test]
+    fn a_down_backends_turns_are_shared_not_given_to_its_neighbour() {
+        let set = set(&[1, 1, 1]);
+        set.get(1).unwrap().set_up(false);
+        let rr = RoundRobin::new(&set);
+        let picks: Vec<_> = (0..6)
+            .map(|_| rr.pick(&set, client(), &[]).unwrap())
+            .collect();
+        assert_eq!(picks, vec![0, 2, 0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn backups_rotate_among_themselves_when_primaries_are_down() {
+        let set = set(&[1, 1, 2, 1]);
+        set.get(1).unwrap().set_backup(true);
+        set.get(2).unwrap().set_backup(true);
+        let rr = RoundRobin::new(&set);
+        set.get(0).unwrap().set_up(false);
+        set.get(3).unwrap().set_up(false);
+        let mut counts = [0; 4];
+        for _ in 0..30 {
+            counts[rr.pick(&set, client(), &[]).unwrap()] += 1;
+        }
+        assert_eq!(counts, [0, 10, 20, 0]);
     }
 
     proptest! {
@@ -126,27 +216,49 @@ mod tests {
         }
 
         #[test]
-        fn never_picks_unavailable_or_tried(
-            weights in prop::collection::vec(1u32..=5, 1..8),
+        fn shares_of_the_available_match_their_weights(
+            weights in prop::collection::vec(1u32..=10, 2..8),
             down in prop::collection::vec(any::<bool>(), 8),
-            tried in prop::collection::vec(0usize..8, 0..3),
         ) {
             let set = set(&weights);
             for (b, d) in set.iter().zip(&down) {
                 b.set_up(!d);
             }
             let rr = RoundRobin::new(&set);
+            let total: u32 = weights.iter().sum();
+            let up_total: u32 = weights.iter().zip(&down).filter(|(_, d)| !**d).map(|(w, _)| w).sum();
+            prop_assume!(up_total > 0);
+            // Each pick uses up its own turn plus the skipped ones, so `up_total`
+            // picks walk one cycle of `total` turns: exact shares again.
+            let cycles = 3;
+            let mut counts = vec![0u32; weights.len()];
+            for _ in 0..up_total * cycles {
+                counts[rr.pick(&set, client(), &[]).unwrap()] += 1;
+            }
+            for i in 0..weights.len() {
+                let expected = if down[i] { 0 } else { weights[i] * cycles };
+                prop_assert_eq!(counts[i], expected, "total {}", total);
+            }
+        }
+
+        #[test]
+        fn never_picks_unavailable_tried_or_needless_backups(
+            weights in prop::collection::vec(1u32..=5, 1..8),
+            down in prop::collection::vec(any::<bool>(), 8),
+            draining in prop::collection::vec(any::<bool>(), 8),
+            backup in prop::collection::vec(any::<bool>(), 8),
+            tried in prop::collection::vec(0usize..8, 0..3),
+        ) {
+            let set = set(&weights);
+            for (i, b) in set.iter().enumerate() {
+                b.set_up(!down[i]);
+                b.set_draining(draining[i]);
+                b.set_backup(backup[i]);
+            }
+            let rr = RoundRobin::new(&set);
             for _ in 0..50 {
-                match rr.pick(&set, client(), &tried) {
-                    Some(i) => {
-                        prop_assert!(set.get(i).unwrap().is_available());
-                        prop_assert!(!tried.contains(&i));
-                    }
-                    None => prop_assert!(set
-                        .iter()
-                        .enumerate()
-                        .all(|(i, b)| !b.is_available() || tried.contains(&i))),
-                }
+                let picked = rr.pick(&set, client(), &tried);
+                prop_assert!(check_pick(&set, &tried, picked).is_ok(), "{:?}", check_pick(&set, &tried, picked));
             }
         }
     }
