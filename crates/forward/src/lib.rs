@@ -34,8 +34,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use carrier::{CopyBuffer, SplicePipe};
 use carrier::{Carrier, Pool};
+pub use carrier::{CopyBuffer, SplicePipe};
 
 /// How bytes are moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,10 +200,18 @@ impl Forwarder {
             stats.add_bytes_from_client(n);
             moved.fetch_add(n, Relaxed);
         });
-        let downstream = one_way(backend, client, pool, make, &activity, &activity.down, |n| {
-            stats.add_bytes_to_client(n);
-            moved.fetch_add(n, Relaxed);
-        });
+        let downstream = one_way(
+            backend,
+            client,
+            pool,
+            make,
+            &activity,
+            &activity.down,
+            |n| {
+                stats.add_bytes_to_client(n);
+                moved.fetch_add(n, Relaxed);
+            },
+        );
         tokio::pin!(upstream, downstream);
 
         let mut from_client = None::<u64>;

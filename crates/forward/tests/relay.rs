@@ -31,7 +31,9 @@ where
         backend_fn(s).await;
     });
     let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(front.local_addr().unwrap()).await.unwrap();
+    let client = TcpStream::connect(front.local_addr().unwrap())
+        .await
+        .unwrap();
     let (accepted, _) = front.accept().await.unwrap();
     let upstream = TcpStream::connect(backend_addr).await.unwrap();
     let stats = Arc::new(Backend::new(
@@ -91,7 +93,11 @@ async fn round_trip(mode: Mode) {
     let relayed = s.relay.await.unwrap();
     assert_eq!(relayed.from_client, payload.len() as u64);
     assert_eq!(relayed.to_client, payload.len() as u64);
-    assert!(matches!(relayed.ending, Ending::ClientClosed), "{:?}", relayed.ending);
+    assert!(
+        matches!(relayed.ending, Ending::ClientClosed),
+        "{:?}",
+        relayed.ending
+    );
     assert_eq!(s.stats.bytes_from_client(), payload.len() as u64);
     assert_eq!(s.stats.bytes_to_client(), payload.len() as u64);
     match mode {
@@ -119,12 +125,19 @@ async fn copy_moves_every_byte_both_ways() {
 
 async fn half_close(mode: Mode) {
     let forwarder = Forwarder::new();
-    let s = setup(&forwarder, mode, Duration::from_secs(30), |mut b| async move {
-        let mut got = Vec::new();
-        b.read_to_end(&mut got).await.unwrap();
-        b.write_all(format!("got {}", got.len()).as_bytes()).await.unwrap();
-        b.shutdown().await.unwrap();
-    })
+    let s = setup(
+        &forwarder,
+        mode,
+        Duration::from_secs(30),
+        |mut b| async move {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).await.unwrap();
+            b.write_all(format!("got {}", got.len()).as_bytes())
+                .await
+                .unwrap();
+            b.shutdown().await.unwrap();
+        },
+    )
     .await;
     let mut client = s.client;
     client.write_all(&data(100_000)).await.unwrap();
@@ -179,16 +192,27 @@ async fn cut_ends_the_relay_at_once() {
 async fn backend_reset_becomes_client_reset() {
     for mode in [Mode::Splice, Mode::Copy] {
         let forwarder = Forwarder::new();
-        let s = setup(&forwarder, mode, Duration::from_secs(30), |mut b| async move {
-            let mut one = [0u8; 1];
-            b.read_exact(&mut one).await.unwrap();
-            socket2::SockRef::from(&b).set_linger(Some(Duration::ZERO)).unwrap();
-        })
+        let s = setup(
+            &forwarder,
+            mode,
+            Duration::from_secs(30),
+            |mut b| async move {
+                let mut one = [0u8; 1];
+                b.read_exact(&mut one).await.unwrap();
+                socket2::SockRef::from(&b)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            },
+        )
         .await;
         let mut client = s.client;
         client.write_all(b"x").await.unwrap();
         let relayed = s.relay.await.unwrap();
-        assert!(matches!(relayed.ending, Ending::BackendReset(_)), "{:?}", relayed.ending);
+        assert!(
+            matches!(relayed.ending, Ending::BackendReset(_)),
+            "{:?}",
+            relayed.ending
+        );
         let mut buf = Vec::new();
         let err = client.read_to_end(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);

@@ -125,7 +125,10 @@ mod tests {
         let address = ListenAddress(taken.local_addr().unwrap());
         let err = bind_tcp(address).unwrap_err().to_string();
         assert!(err.contains("address already in use"), "{err}");
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         assert!(!err.contains("kubeadm"), "{err}");
     }
 

@@ -30,9 +30,12 @@ impl Snapshot {
             config
                 .backends
                 .iter()
-                .map(|spec| {
-                    match previous.and_then(|p| p.backends.find(spec.address)) {
-                        Some(kept) if kept.label() == spec.name.as_deref().unwrap_or(&spec.address.to_string()) => {
+                .map(
+                    |spec| match previous.and_then(|p| p.backends.find(spec.address)) {
+                        Some(kept)
+                            if kept.label()
+                                == spec.name.as_deref().unwrap_or(&spec.address.to_string()) =>
+                        {
                             kept.set_weight(spec.weight);
                             kept.set_backup(spec.backup);
                             Arc::clone(kept)
@@ -44,11 +47,12 @@ impl Snapshot {
                             spec.backup,
                             initially_up,
                         )),
-                    }
-                })
+                    },
+                )
                 .collect(),
         );
-        let scheduler = tandem_scheduler::build(algorithm(config.scheduler, config.hash_key), &backends);
+        let scheduler =
+            tandem_scheduler::build(algorithm(config.scheduler, config.hash_key), &backends);
         Snapshot {
             config,
             backends,

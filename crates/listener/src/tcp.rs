@@ -189,13 +189,22 @@ async fn connect_any(snapshot: &Snapshot, peer: SocketAddr) -> Option<(TcpStream
             if tried.is_empty() {
                 warn!("no backend available, connection closed");
             } else {
-                warn!(attempts = tried.len(), "every backend tried failed, connection closed");
+                warn!(
+                    attempts = tried.len(),
+                    "every backend tried failed, connection closed"
+                );
             }
             return None;
         };
         tried.push(index);
         let backend = snapshot.backends.get(index)?;
-        match connect(backend.address().socket_addr(), config.connect_timeout, config.tcp_keepalive).await {
+        match connect(
+            backend.address().socket_addr(),
+            config.connect_timeout,
+            config.tcp_keepalive,
+        )
+        .await
+        {
             Ok(stream) => {
                 backend.record_connect_success();
                 return Some((stream, Arc::clone(backend)));
@@ -206,7 +215,10 @@ async fn connect_any(snapshot: &Snapshot, peer: SocketAddr) -> Option<(TcpStream
             }
         }
     }
-    warn!(attempts = tried.len(), "connect retries exhausted, connection closed");
+    warn!(
+        attempts = tried.len(),
+        "connect retries exhausted, connection closed"
+    );
     None
 }
 

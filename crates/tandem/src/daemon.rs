@@ -63,7 +63,10 @@ pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn raise_open_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) if n < 4096 => {
-            warn!(limit = n, "open file limit is low; each connection needs 2-4 descriptors")
+            warn!(
+                limit = n,
+                "open file limit is low; each connection needs 2-4 descriptors"
+            )
         }
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot raise the open file limit"),
@@ -114,7 +117,10 @@ pub async fn serve(
         for f in &failures {
             error!("{f}");
         }
-        bail!("{} listener(s) could not be bound, not started", failures.len());
+        bail!(
+            "{} listener(s) could not be bound, not started",
+            failures.len()
+        );
     }
 
     let forwarder = Forwarder::new();
@@ -165,7 +171,10 @@ pub async fn serve(
         let _ = a.await;
     }
     tracker.close();
-    let open: u64 = services.iter().map(|s| s.counters.active.load(Relaxed)).sum();
+    let open: u64 = services
+        .iter()
+        .map(|s| s.counters.active.load(Relaxed))
+        .sum();
     if open > 0 {
         info!(open_connections = open, "draining");
     }

@@ -37,8 +37,7 @@ async fn demo(port: u16) -> anyhow::Result<()> {
         tokio::spawn(named_backend(listener, name));
     }
     let path = std::env::temp_dir().join(format!("tandem-demo-{}.yaml", std::process::id()));
-    std::fs::write(&path, &text)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     let origin = path.display().to_string();
     let config = tandem_config::parse(&text, &origin)
         .map_err(|e| anyhow::anyhow!("the embedded demo configuration is invalid:\n{e}"))?;

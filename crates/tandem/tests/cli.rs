@@ -42,7 +42,10 @@ fn check_rejects_every_bad_config_with_its_exact_errors() {
         assert_eq!(out.status.code(), Some(1), "{name} must fail");
         let stderr = String::from_utf8_lossy(&out.stderr);
         for line in expected.lines().filter(|l| !l.is_empty()) {
-            assert!(stderr.contains(line), "{name}: missing `{line}` in:\n{stderr}");
+            assert!(
+                stderr.contains(line),
+                "{name}: missing `{line}` in:\n{stderr}"
+            );
         }
         assert!(stderr.contains("configuration is not valid"), "{stderr}");
     }
@@ -98,7 +101,11 @@ fn run_with_a_bad_config_exits_one_and_names_the_error() {
     let dir = tempfile_dir();
     let path = dir.join("bad.yaml");
     std::fs::write(&path, "services:\n  - name: x\n    listn: 127.0.0.1:1\n").unwrap();
-    let out = Command::new(bin()).args(["run", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(bin())
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.yaml:3:5"), "{stderr}");
@@ -120,7 +127,10 @@ async fn address_in_use_names_the_process_holding_it() {
     assert_eq!(status.code(), Some(1));
     let logs = tandem.logs();
     assert!(logs.contains("address already in use"), "{logs}");
-    assert!(logs.contains(&format!("pid {}", std::process::id())), "{logs}");
+    assert!(
+        logs.contains(&format!("pid {}", std::process::id())),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +167,9 @@ async fn demo_answers_with_each_backend_name_in_turn() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        s.write_all(b"GET / HTTP/1.1\r\nHost: demo\r\n\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: demo\r\n\r\n")
+            .await
+            .unwrap();
         let reply = read_to_end(&mut s, Duration::from_secs(5)).await.unwrap();
         let reply = String::from_utf8(reply).unwrap();
         assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");

@@ -1,7 +1,7 @@
 //! The real tandem binary, run with a YAML config, for end-to-end tests.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -44,19 +44,26 @@ impl Tandem {
         self.dir.path().join("tandem.yaml")
     }
 
-    /// Waits (at most 10 s) until `addr` accepts a connection.
+    /// Waits (at most 10 s) until tandem logs that every listener is bound, and
+    /// checks that `addr` is among them. Makes no connection, so no backend sees
+    /// a probe.
     pub fn wait_listening(&mut self, addr: SocketAddr) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("tandem exited early ({status}):\n{}", self.logs());
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            let logs = self.logs();
+            if logs.contains("tandem started") {
+                assert!(
+                    logs.contains(&format!("listen={addr}")),
+                    "tandem started without listening on {addr}:\n{logs}"
+                );
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("tandem did not listen on {addr} within 10s:\n{}", self.logs());
+        panic!("tandem did not start within 10s:\n{}", self.logs());
     }
 
     pub fn logs(&self) -> String {

@@ -15,9 +15,10 @@ pub fn bin() -> &'static Path {
 
 /// A one-service config: `extra` lines are indented service keys.
 pub fn one_service(listen: SocketAddr, backends: &[SocketAddr], extra: &str) -> String {
-    let mut yaml = format!(
-        "services:\n  - name: test\n    listen: {listen}\n    connect_timeout: 1s\n"
-    );
+    let mut yaml = format!("services:\n  - name: test\n    listen: {listen}\n");
+    if !extra.contains("connect_timeout") {
+        yaml.push_str("    connect_timeout: 1s\n");
+    }
     for line in extra.lines().filter(|l| !l.trim().is_empty()) {
         yaml.push_str("    ");
         yaml.push_str(line.trim());
@@ -61,6 +62,8 @@ pub async fn read_to_end(stream: &mut TcpStream, timeout: Duration) -> std::io::
     let mut out = Vec::new();
     tokio::time::timeout(timeout, stream.read_to_end(&mut out))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no end of file in time"))??;
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "no end of file in time")
+        })??;
     Ok(out)
 }

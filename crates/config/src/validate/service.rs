@@ -1,0 +1,276 @@
+//! Services and their backends, and the checks across services.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+
+use tandem_core::{BackendAddress, ListenAddress, Protocol};
+
+use super::*;
+
+/// What is known for sure about one service, for the checks across services.
+struct Facts {
+    at: FieldPath,
+    name: Option<String>,
+    listen: Option<(SocketAddr, Protocol)>,
+}
+
+pub(super) fn services(
+    r: &mut Report,
+    at: &FieldPath,
+    raw: &[file::Service],
+    defaults: &ServiceDefaults,
+    admin_listen: Option<(SocketAddr, FieldPath)>,
+) -> Vec<Service> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut facts = Vec::with_capacity(raw.len());
+    for (i, s) in raw.iter().enumerate() {
+        let (service, f) = service(r, &at.item(i, s.name.as_deref()), s, defaults);
+        out.push(service);
+        facts.push(f);
+    }
+
+    let mut names: HashMap<&str, &FieldPath> = HashMap::new();
+    let mut listens: HashMap<(SocketAddr, Protocol), &FieldPath> = HashMap::new();
+    for f in &facts {
+        if let Some(name) = &f.name {
+            if let Some(first) = names.get(name.as_str()) {
+                let line = r.line(&first.key("name"));
+                let msg = format!("duplicate service name `{name}` (first defined at line {line})");
+                r.value(&f.at.key("name"), msg);
+            } else {
+                names.insert(name, &f.at);
+            }
+        }
+        if let Some((addr, protocol)) = f.listen {
+            let listen_at = f.at.key("listen");
+            if let Some((admin, admin_at)) = &admin_listen {
+                if protocol == Protocol::Tcp && *admin == addr {
+                    let line = r.line(admin_at);
+                    let msg =
+                        format!("`{addr}` (tcp) is already used by admin.listen (line {line})");
+                    r.value(&listen_at, msg);
+                }
+            }
+            if let Some(first) = listens.get(&(addr, protocol)) {
+                let line = r.line(&first.key("listen"));
+                let msg = format!(
+                    "`{addr}` ({protocol}) is already used by {} (line {line})",
+                    first.display()
+                );
+                r.value(&listen_at, msg);
+            } else {
+                listens.insert((addr, protocol), &f.at);
+            }
+        }
+    }
+    out
+}
+
+fn service(
+    r: &mut Report,
+    at: &FieldPath,
+    raw: &file::Service,
+    defaults: &ServiceDefaults,
+) -> (Service, Facts) {
+    let name = match &raw.name {
+        Some(n) => values::name(r, &at.key("name"), n),
+        None => {
+            r.value(
+                &at.key("name"),
+                "missing; every service needs a unique name (letters, digits, `.`, `_` and `-`)",
+            );
+            None
+        }
+    };
+    let protocol = match &raw.protocol {
+        Some(p) => values::word(r, &at.key("protocol"), p, PROTOCOLS),
+        None => Some(default::PROTOCOL),
+    };
+    let listen = match &raw.listen {
+        Some(l) => values::socket_addr(r, &at.key("listen"), l),
+        None => {
+            r.value(
+                &at.key("listen"),
+                "missing; give the address to listen on (e.g. 198.18.0.100:8443)",
+            );
+            None
+        }
+    };
+    let s = Settings::of_service(raw).resolve(r, at, defaults);
+    let hash_key = match &raw.hash_key {
+        Some(w) => {
+            let at = at.key("hash_key");
+            let v = values::word(r, &at, w, HASH_KEYS);
+            if s.scheduler != SchedulerKind::SourceHash {
+                let name = SCHEDULERS.iter().find(|(_, k)| *k == s.scheduler);
+                let name = name.map_or("?", |(n, _)| n);
+                r.key(
+                    &at,
+                    format!("only used by `scheduler: source_hash` (this service uses `{name}`)"),
+                );
+            }
+            v.unwrap_or(default::HASH_KEY)
+        }
+        None => default::HASH_KEY,
+    };
+    let on_all_down = raw
+        .on_all_down
+        .as_ref()
+        .and_then(|w| values::word(r, &at.key("on_all_down"), w, ON_ALL_DOWN))
+        .unwrap_or(default::ON_ALL_DOWN);
+    let backends = backends(r, &at.key("backends"), raw.backends.as_deref(), listen);
+    let health = match &raw.health {
+        Some(h) => health(r, &at.key("health"), h),
+        None => s.health.clone(),
+    };
+    if raw.udp.is_some() && protocol == Some(Protocol::Tcp) {
+        r.key(
+            &at.key("udp"),
+            "only applies to `protocol: udp` services (this one is tcp)",
+        );
+    }
+    let udp = udp(r, &at.key("udp"), raw.udp.as_ref());
+
+    let facts = Facts {
+        at: at.clone(),
+        name: name.clone(),
+        listen: listen.zip(protocol),
+    };
+    let service = Service {
+        name: name.unwrap_or_default(),
+        protocol: protocol.unwrap_or(default::PROTOCOL),
+        listen: ListenAddress(listen.unwrap_or(PLACEHOLDER_ADDR)),
+        scheduler: s.scheduler,
+        hash_key,
+        on_all_down,
+        connect_timeout: s.connect_timeout,
+        connect_retries: s.connect_retries,
+        idle_timeout: s.idle_timeout,
+        drain_timeout: s.drain_timeout,
+        forwarding: s.forwarding,
+        max_connections: s.max_connections,
+        tcp_keepalive: s.tcp_keepalive,
+        access_log: s.access_log,
+        backends,
+        health,
+        udp,
+    };
+    (service, facts)
+}
+
+fn backends(
+    r: &mut Report,
+    at: &FieldPath,
+    raw: Option<&[file::Backend]>,
+    listen: Option<SocketAddr>,
+) -> Vec<BackendSpec> {
+    let Some(raw) = raw else {
+        r.value(
+            at,
+            "missing; a service needs at least one backend (e.g. `- address: 198.18.0.11:6443`)",
+        );
+        return Vec::new();
+    };
+    if raw.is_empty() {
+        r.value(at, "a service needs at least one backend");
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut all_parsed = true;
+    let mut by_address: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for (j, b) in raw.iter().enumerate() {
+        let bat = at.index(j);
+        let address_at = bat.key("address");
+        let address = match &b.address {
+            Some(a) => values::socket_addr(r, &address_at, a),
+            None => {
+                r.value(&address_at, "missing (e.g. `address: 198.18.0.11:6443`)");
+                None
+            }
+        };
+        let address = address.filter(|a| {
+            if a.ip().is_unspecified() {
+                r.value(
+                    &address_at,
+                    format!("`{a}`: cannot connect to an unspecified address"),
+                );
+                false
+            } else if Some(*a) == listen {
+                r.value(
+                    &address_at,
+                    format!("`{a}` is this service's own listen address"),
+                );
+                false
+            } else {
+                true
+            }
+        });
+        if let Some(a) = address {
+            if let Some(first) = by_address.get(&a) {
+                let line = r.line(&at.index(*first).key("address"));
+                let msg = format!("`{a}` is listed twice (also backends[{first}], line {line})");
+                r.value(&address_at, msg);
+            } else {
+                by_address.insert(a, j);
+            }
+        }
+        let name = b
+            .name
+            .as_ref()
+            .and_then(|n| values::name(r, &bat.key("name"), n));
+        if let Some(n) = &name {
+            if let Some(first) = by_name.get(n) {
+                let line = r.line(&at.index(*first).key("name"));
+                let msg =
+                    format!("duplicate backend name `{n}` (also backends[{first}], line {line})");
+                r.value(&bat.key("name"), msg);
+            } else {
+                by_name.insert(n.clone(), j);
+            }
+        }
+        let weight = b
+            .weight
+            .and_then(|w| values::between::<u32>(r, &bat.key("weight"), w, 1, 256))
+            .unwrap_or(default::WEIGHT);
+        all_parsed &= address.is_some();
+        out.push(BackendSpec {
+            address: BackendAddress(address.unwrap_or(PLACEHOLDER_ADDR)),
+            name,
+            weight: NonZeroU32::new(weight).unwrap_or(NonZeroU32::MIN),
+            backup: b.backup.unwrap_or(default::BACKUP),
+        });
+    }
+    if all_parsed && out.iter().all(|b| b.backup) {
+        r.value(
+            at,
+            "every backend is a backup; at least one needs `backup: false`",
+        );
+    }
+    out
+}
+
+fn udp(r: &mut Report, at: &FieldPath, raw: Option<&file::Udp>) -> Udp {
+    let Some(raw) = raw else {
+        return Udp {
+            session_timeout: default::UDP_SESSION_TIMEOUT,
+            max_sessions: None,
+            replies_per_request: None,
+        };
+    };
+    let session_timeout = raw
+        .session_timeout
+        .as_ref()
+        .and_then(|d| values::positive_duration(r, &at.key("session_timeout"), d))
+        .unwrap_or(default::UDP_SESSION_TIMEOUT);
+    let mut count = |key: &str, v: Option<i64>| {
+        v.and_then(|n| values::at_least::<u32>(r, &at.key(key), n, 1))
+            .and_then(NonZeroU32::new)
+    };
+    Udp {
+        session_timeout,
+        max_sessions: count("max_sessions", raw.max_sessions),
+        replies_per_request: count("replies_per_request", raw.replies_per_request),
+    }
+}
