@@ -78,7 +78,7 @@ impl EchoServer {
 }
 server_common!(EchoServer);
 
-/// Writes its name and a newline, then closes.
+/// Writes its name and a newline, then closes (or holds the connection open).
 #[derive(Debug)]
 pub struct NamedServer {
     addr: SocketAddr,
@@ -87,7 +87,17 @@ pub struct NamedServer {
 }
 
 impl NamedServer {
+    /// Writes its name and closes.
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, false).await
+    }
+
+    /// Writes its name and keeps the connection open until the client closes.
+    pub async fn start_holding(name: &str) -> Self {
+        Self::start_with(name, true).await
+    }
+
+    async fn start_with(name: &str, hold: bool) -> Self {
         let listener = listen().await;
         let addr = listener.local_addr().expect("local addr");
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -96,6 +106,15 @@ impl NamedServer {
             let line = line.clone();
             async move {
                 let _ = s.write_all(line.as_bytes()).await;
+                if hold {
+                    let mut sink = [0u8; 64];
+                    while let Ok(n) = s.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    return;
+                }
                 let _ = s.shutdown().await;
                 // Wait for the client's close so our FIN is not followed by a reset.
                 let mut sink = [0u8; 64];
