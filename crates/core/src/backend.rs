@@ -35,6 +35,30 @@ impl fmt::Display for BackendState {
     }
 }
 
+/// Why a connect to a backend failed, for counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    Refused,
+    Timeout,
+    Other,
+}
+
+impl ConnectFailure {
+    pub const ALL: [ConnectFailure; 3] = [
+        ConnectFailure::Refused,
+        ConnectFailure::Timeout,
+        ConnectFailure::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::Other => "other",
+        }
+    }
+}
+
 /// One backend of a service, shared by everything that looks at it.
 #[derive(Debug)]
 pub struct Backend {
@@ -48,7 +72,7 @@ pub struct Backend {
     total: AtomicU64,
     bytes_from_client: AtomicU64,
     bytes_to_client: AtomicU64,
-    connect_failures: AtomicU64,
+    connect_failures: [AtomicU64; 3],
     consecutive_connect_failures: AtomicU32,
 }
 
@@ -72,7 +96,7 @@ impl Backend {
             total: AtomicU64::new(0),
             bytes_from_client: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
-            connect_failures: AtomicU64::new(0),
+            connect_failures: Default::default(),
             consecutive_connect_failures: AtomicU32::new(0),
         }
     }
@@ -152,8 +176,14 @@ impl Backend {
         self.bytes_to_client.load(Relaxed)
     }
 
+    /// Failed connects of every kind since start.
     pub fn connect_failures(&self) -> u64 {
-        self.connect_failures.load(Relaxed)
+        self.connect_failures.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Failed connects of one kind since start.
+    pub fn connect_failures_of(&self, kind: ConnectFailure) -> u64 {
+        self.connect_failures[kind as usize].load(Relaxed)
     }
 
     pub fn add_bytes_from_client(&self, n: u64) {
@@ -178,8 +208,8 @@ impl Backend {
     }
 
     /// Counts a failed connect; returns how many failed in a row, for passive ejection.
-    pub fn record_connect_failure(&self) -> u32 {
-        self.connect_failures.fetch_add(1, Relaxed);
+    pub fn record_connect_failure(&self, kind: ConnectFailure) -> u32 {
+        self.connect_failures[kind as usize].fetch_add(1, Relaxed);
         self.consecutive_connect_failures.fetch_add(1, Relaxed) + 1
     }
 }
@@ -287,11 +317,12 @@ mod tests {
     #[test]
     fn consecutive_failures_reset_on_success() {
         let b = backend(3);
-        assert_eq!(b.record_connect_failure(), 1);
-        assert_eq!(b.record_connect_failure(), 2);
+        assert_eq!(b.record_connect_failure(ConnectFailure::Refused), 1);
+        assert_eq!(b.record_connect_failure(ConnectFailure::Timeout), 2);
         b.record_connect_success();
-        assert_eq!(b.record_connect_failure(), 1);
+        assert_eq!(b.record_connect_failure(ConnectFailure::Refused), 1);
         assert_eq!(b.connect_failures(), 3);
+        assert_eq!(b.connect_failures_of(ConnectFailure::Refused), 2);
     }
 
     #[test]

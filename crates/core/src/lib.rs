@@ -15,4 +15,4 @@ mod address;
 mod backend;
 
 pub use address::{BackendAddress, ListenAddress, Protocol, ProtocolParseError};
-pub use backend::{ActiveConnection, Backend, BackendSet, BackendState};
+pub use backend::{ActiveConnection, Backend, BackendSet, BackendState, ConnectFailure};

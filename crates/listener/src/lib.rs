@@ -13,10 +13,12 @@
 
 mod bind;
 mod holder;
+mod metrics;
 mod service;
 mod tcp;
 
 pub use bind::{bind_tcp, bind_udp, BindError};
 pub use holder::PortHolder;
+pub use metrics::{ListenerMetrics, Services};
 pub use service::{ServiceCounters, ServiceState, Snapshot};
 pub use tcp::TcpAcceptor;

@@ -5,9 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use prometheus::Histogram;
 use tandem_config::{HashKey, HealthKind, InitialState, SchedulerKind, Service};
 use tandem_core::{Backend, BackendSet};
 use tandem_scheduler::{Algorithm, OnAllDown, Scheduler};
+
+use crate::metrics::ListenerMetrics;
 
 /// One consistent view of a service: its config, its backends and the scheduler
 /// built for exactly those backends. Replaced whole, never mutated.
@@ -100,20 +103,31 @@ impl ServiceCounters {
     }
 }
 
-/// A service as the running process holds it.
+/// A service as the running process holds it. Reload keeps this (and so its
+/// counters) for a service whose name stays, and swaps in a new snapshot.
 #[derive(Debug)]
 pub struct ServiceState {
     pub name: String,
     pub snapshot: ArcSwap<Snapshot>,
     pub counters: ServiceCounters,
+    pub(crate) duration: Histogram,
 }
 
 impl ServiceState {
-    pub fn new(config: Service) -> Arc<Self> {
+    pub fn new(config: Service, metrics: &ListenerMetrics) -> Arc<Self> {
         Arc::new(ServiceState {
             name: config.name.clone(),
+            duration: metrics.durations.with_label_values(&[config.name.as_str()]),
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, None)),
             counters: ServiceCounters::default(),
         })
+    }
+
+    /// Applies a new config of the same service: backends that stay keep their
+    /// state and counters; new connections see the new snapshot at once.
+    pub fn update(&self, config: Service) {
+        let previous = self.snapshot.load();
+        let next = Snapshot::build(config, Some(&previous));
+        self.snapshot.store(Arc::new(next));
     }
 }

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
-use tandem_config::Forwarding;
-use tandem_core::Backend;
+use tandem_config::{Forwarding, HealthKind};
+use tandem_core::{Backend, ConnectFailure};
 use tandem_forward::{Ending, Forwarder, Mode, RelayOptions};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -81,6 +82,9 @@ impl TcpAcceptor {
         let Some(slot) = ConnectionSlot::take(&service, &snapshot) else {
             service.counters.rejected_over_limit.fetch_add(1, Relaxed);
             debug!(service = %service.name, client = %peer, "max_connections reached, closed");
+            if snapshot.config.access_log {
+                access_log(&service.name, peer, None, Duration::ZERO, 0, 0, "max_connections");
+            }
             return;
         };
         let forwarder = self.forwarder.clone();
@@ -137,13 +141,17 @@ async fn serve(
     forwarder: &Forwarder,
     cut: &CancellationToken,
 ) {
+    let started = Instant::now();
     let config = &snapshot.config;
     tune(&client, config.tcp_keepalive);
     let Some((upstream, backend)) = connect_any(snapshot, peer).await else {
         service.counters.no_backend.fetch_add(1, Relaxed);
+        if config.access_log {
+            access_log(&service.name, peer, None, started.elapsed(), 0, 0, "connect_failed");
+        }
         return;
     };
-    let _active = backend.open_connection();
+    let active = backend.open_connection();
     let options = RelayOptions {
         mode: match config.forwarding {
             Forwarding::Splice => Mode::Splice,
@@ -154,6 +162,9 @@ async fn serve(
     let relayed = forwarder
         .relay(&client, &upstream, options, &backend, cut)
         .await;
+    drop(active);
+    let elapsed = started.elapsed();
+    service.duration.observe(elapsed.as_secs_f64());
     match &relayed.ending {
         Ending::Cut => {
             service.counters.cut_at_drain.fetch_add(1, Relaxed);
@@ -163,12 +174,47 @@ async fn serve(
         }
         _ => {}
     }
-    debug!(
-        backend = %backend.label(),
-        from_client = relayed.from_client,
-        to_client = relayed.to_client,
-        ending = relayed.ending.as_str(),
-        "connection ended"
+    if config.access_log {
+        access_log(
+            &service.name,
+            peer,
+            Some(backend.label()),
+            elapsed,
+            relayed.from_client,
+            relayed.to_client,
+            relayed.ending.as_str(),
+        );
+    } else {
+        debug!(
+            backend = %backend.label(),
+            from_client = relayed.from_client,
+            to_client = relayed.to_client,
+            ending = relayed.ending.as_str(),
+            "connection ended"
+        );
+    }
+}
+
+/// One line per finished connection, like HAProxy's `option tcplog`.
+fn access_log(
+    service: &str,
+    client: SocketAddr,
+    backend: Option<&str>,
+    duration: Duration,
+    bytes_in: u64,
+    bytes_out: u64,
+    ending: &str,
+) {
+    info!(
+        target: "tandem::access",
+        client = %client,
+        service,
+        backend = backend.unwrap_or("-"),
+        duration_ms = duration.as_millis() as u64,
+        bytes_in,
+        bytes_out,
+        ending,
+        "connection"
     );
 }
 
@@ -210,8 +256,14 @@ async fn connect_any(snapshot: &Snapshot, peer: SocketAddr) -> Option<(TcpStream
                 return Some((stream, Arc::clone(backend)));
             }
             Err(e) => {
-                backend.record_connect_failure();
+                let kind = match e.kind() {
+                    io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+                    io::ErrorKind::TimedOut => ConnectFailure::Timeout,
+                    _ => ConnectFailure::Other,
+                };
+                let in_a_row = backend.record_connect_failure(kind);
                 warn!(backend = %backend.label(), attempt = tried.len(), error = %e, "backend connect failed");
+                eject_if_failing(snapshot, backend, in_a_row);
             }
         }
     }
@@ -220,6 +272,23 @@ async fn connect_any(snapshot: &Snapshot, peer: SocketAddr) -> Option<(TcpStream
         "connect retries exhausted, connection closed"
     );
     None
+}
+
+/// Passive ejection: `eject_after` consecutive connect failures on real
+/// traffic mark the backend down; the active health check brings it back
+/// (validation only allows `eject_after` with an active check).
+fn eject_if_failing(snapshot: &Snapshot, backend: &Backend, in_a_row: u32) {
+    let health = &snapshot.config.health;
+    let Some(limit) = health.eject_after else {
+        return;
+    };
+    if health.kind != HealthKind::None && in_a_row >= limit.get() && backend.set_up(false) {
+        warn!(
+            backend = %backend.label(),
+            failures = in_a_row,
+            "backend ejected after consecutive connect failures; health checks will bring it back"
+        );
+    }
 }
 
 async fn connect(address: SocketAddr, timeout: Duration, keepalive: bool) -> io::Result<TcpStream> {

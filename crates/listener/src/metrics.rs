@@ -1,0 +1,287 @@
+//! The listener's metrics. Per-backend counters are read from the backends'
+//! atomics when Prometheus scrapes (a custom collector), so the data path never
+//! touches the registry; the one histogram is resolved to a handle per service
+//! when the service is created, never looked up per connection.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{HistogramOpts, HistogramVec, Registry};
+use tandem_core::{Backend, ConnectFailure};
+
+use crate::service::ServiceState;
+
+/// The services the process runs now; replaced whole on reload.
+#[derive(Debug, Default)]
+pub struct Services {
+    list: ArcSwap<Vec<Arc<ServiceState>>>,
+}
+
+impl Services {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Services::default())
+    }
+
+    pub fn load(&self) -> Arc<Vec<Arc<ServiceState>>> {
+        self.list.load_full()
+    }
+
+    pub fn store(&self, services: Vec<Arc<ServiceState>>) {
+        self.list.store(Arc::new(services));
+    }
+
+    pub fn find(&self, name: &str) -> Option<Arc<ServiceState>> {
+        self.list.load().iter().find(|s| s.name == name).cloned()
+    }
+}
+
+/// Handles the listener keeps for its metrics.
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    pub(crate) durations: HistogramVec,
+}
+
+impl ListenerMetrics {
+    /// Registers the listener's metric families into `registry`.
+    pub fn register(registry: &Registry, services: Arc<Services>) -> prometheus::Result<Self> {
+        let durations = HistogramVec::new(
+            HistogramOpts::new(
+                "tandem_connection_duration_seconds",
+                "How long proxied TCP connections lasted, from accept to close.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+                14400.0, 86400.0,
+            ]),
+            &["service"],
+        )?;
+        registry.register(Box::new(durations.clone()))?;
+        registry.register(Box::new(BackendCollector::new(services)?))?;
+        Ok(ListenerMetrics { durations })
+    }
+
+    /// Metrics that go nowhere, for tests and tools that do not scrape.
+    pub fn unregistered() -> Self {
+        ListenerMetrics {
+            durations: HistogramVec::new(
+                HistogramOpts::new("tandem_connection_duration_seconds", "unregistered"),
+                &["service"],
+            )
+            .expect("static histogram options are valid"),
+        }
+    }
+}
+
+struct Family {
+    desc: Desc,
+    kind: MetricType,
+}
+
+struct BackendCollector {
+    services: Arc<Services>,
+    connections: Family,
+    active: Family,
+    bytes: Family,
+    connect_errors: Family,
+    up: Family,
+    draining: Family,
+    rejected: Family,
+}
+
+impl BackendCollector {
+    fn new(services: Arc<Services>) -> prometheus::Result<Self> {
+        let family = |name: &str, help: &str, labels: &[&str], kind| -> prometheus::Result<Family> {
+            Ok(Family {
+                desc: Desc::new(
+                    name.to_owned(),
+                    help.to_owned(),
+                    labels.iter().map(|l| (*l).to_owned()).collect(),
+                    Default::default(),
+                )?,
+                kind,
+            })
+        };
+        let sb = &["service", "backend"];
+        Ok(BackendCollector {
+            services,
+            connections: family(
+                "tandem_connections_total",
+                "TCP connections proxied to a backend (counted when the backend connect succeeds).",
+                sb,
+                MetricType::COUNTER,
+            )?,
+            active: family(
+                "tandem_active_connections",
+                "TCP connections open to a backend now.",
+                sb,
+                MetricType::GAUGE,
+            )?,
+            bytes: family(
+                "tandem_bytes_total",
+                "Bytes proxied; direction `in` is client to backend, `out` is backend to client.",
+                &["service", "backend", "direction"],
+                MetricType::COUNTER,
+            )?,
+            connect_errors: family(
+                "tandem_connect_errors_total",
+                "Failed connects to a backend, by reason (refused, timeout, other).",
+                &["service", "backend", "reason"],
+                MetricType::COUNTER,
+            )?,
+            up: family(
+                "tandem_backend_up",
+                "1 when the backend is up (healthy), 0 when down.",
+                sb,
+                MetricType::GAUGE,
+            )?,
+            draining: family(
+                "tandem_backend_draining",
+                "1 while an operator drains the backend (no new connections).",
+                sb,
+                MetricType::GAUGE,
+            )?,
+            rejected: family(
+                "tandem_connections_rejected_total",
+                "Client connections closed without a backend, by reason (max_connections, no_backend).",
+                &["service", "reason"],
+                MetricType::COUNTER,
+            )?,
+        })
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            let mut l = LabelPair::default();
+            l.set_name((*n).to_owned());
+            l.set_value((*v).to_owned());
+            l
+        })
+        .collect()
+}
+
+fn metric(kind: MetricType, pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(labels(pairs));
+    match kind {
+        MetricType::COUNTER => {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        }
+        _ => {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+    }
+    m
+}
+
+impl Family {
+    fn start(&self) -> MetricFamily {
+        let mut f = MetricFamily::default();
+        f.set_name(self.desc.fq_name.clone());
+        f.set_help(self.desc.help.clone());
+        f.set_field_type(self.kind);
+        f
+    }
+}
+
+impl Collector for BackendCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        [
+            &self.connections,
+            &self.active,
+            &self.bytes,
+            &self.connect_errors,
+            &self.up,
+            &self.draining,
+            &self.rejected,
+        ]
+        .into_iter()
+        .map(|f| &f.desc)
+        .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut connections = self.connections.start();
+        let mut active = self.active.start();
+        let mut bytes = self.bytes.start();
+        let mut errors = self.connect_errors.start();
+        let mut up = self.up.start();
+        let mut draining = self.draining.start();
+        let mut rejected = self.rejected.start();
+        for service in self.services.load().iter() {
+            let s = service.name.as_str();
+            let snapshot = service.snapshot.load();
+            for backend in snapshot.backends.iter() {
+                let b = backend.label();
+                let sb = [("service", s), ("backend", b)];
+                let count = |v: u64| v as f64;
+                connections.mut_metric().push(metric(
+                    MetricType::COUNTER,
+                    &sb,
+                    count(backend.total_connections()),
+                ));
+                active.mut_metric().push(metric(
+                    MetricType::GAUGE,
+                    &sb,
+                    count(backend.active_connections()),
+                ));
+                push_bytes(&mut bytes, s, backend);
+                for kind in ConnectFailure::ALL {
+                    errors.mut_metric().push(metric(
+                        MetricType::COUNTER,
+                        &[("service", s), ("backend", b), ("reason", kind.as_str())],
+                        count(backend.connect_failures_of(kind)),
+                    ));
+                }
+                up.mut_metric().push(metric(
+                    MetricType::GAUGE,
+                    &sb,
+                    f64::from(u8::from(backend.is_up())),
+                ));
+                draining.mut_metric().push(metric(
+                    MetricType::GAUGE,
+                    &sb,
+                    f64::from(u8::from(backend.is_draining())),
+                ));
+            }
+            let c = &service.counters;
+            for (reason, value) in [
+                ("max_connections", c.rejected_over_limit.load(Relaxed)),
+                ("no_backend", c.no_backend.load(Relaxed)),
+            ] {
+                rejected.mut_metric().push(metric(
+                    MetricType::COUNTER,
+                    &[("service", s), ("reason", reason)],
+                    value as f64,
+                ));
+            }
+        }
+        vec![connections, active, bytes, errors, up, draining, rejected]
+    }
+}
+
+fn push_bytes(family: &mut MetricFamily, service: &str, backend: &Backend) {
+    for (direction, value) in [
+        ("in", backend.bytes_from_client()),
+        ("out", backend.bytes_to_client()),
+    ] {
+        family.mut_metric().push(metric(
+            MetricType::COUNTER,
+            &[
+                ("service", service),
+                ("backend", backend.label()),
+                ("direction", direction),
+            ],
+            value as f64,
+        ));
+    }
+}

@@ -1,0 +1,347 @@
+//! The status document: what `/status` serves as JSON and `tandem status`
+//! prints as a table. Filled in by the binary, which sees every component.
+
+use std::fmt::Write as _;
+
+use crate::json::JsonWriter;
+
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub version: String,
+    pub config_file: String,
+    pub uptime_seconds: u64,
+    pub reload: ReloadStatus,
+    pub services: Vec<ServiceStatus>,
+    pub vrrp: Vec<VrrpStatus>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// Unix time of the last successful load (start or reload).
+    pub last_success_unix: u64,
+    /// The error of the last reload, if the last reload failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub protocol: String,
+    pub listen: String,
+    pub scheduler: String,
+    pub active: u64,
+    /// UDP services: sessions open now.
+    pub udp_sessions: Option<u64>,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BackendStatus {
+    pub name: String,
+    pub address: String,
+    /// `up`, `down` or `draining`.
+    pub state: String,
+    pub weight: u32,
+    pub backup: bool,
+    pub active: u64,
+    pub total: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub last_check: Option<CheckStatus>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckStatus {
+    pub ok: bool,
+    pub detail: String,
+    pub seconds_ago: u64,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VrrpStatus {
+    pub instance: String,
+    pub interface: String,
+    pub state: String,
+    pub priority: u32,
+    pub master: Option<String>,
+    pub virtual_ips: Vec<String>,
+}
+
+impl Status {
+    pub fn to_json(&self) -> String {
+        let mut w = JsonWriter::new();
+        w.begin_object();
+        w.key("version").string(&self.version);
+        w.key("config_file").string(&self.config_file);
+        w.key("uptime_seconds").number(self.uptime_seconds);
+        w.key("reload").begin_object();
+        w.key("ok").number(self.reload.reloads_ok);
+        w.key("failed").number(self.reload.reloads_failed);
+        w.key("last_success_unix")
+            .number(self.reload.last_success_unix);
+        w.key("last_error").opt_string(self.reload.last_error.as_deref());
+        w.end_object();
+        w.key("services").begin_array();
+        for s in &self.services {
+            w.begin_object();
+            w.key("name").string(&s.name);
+            w.key("protocol").string(&s.protocol);
+            w.key("listen").string(&s.listen);
+            w.key("scheduler").string(&s.scheduler);
+            w.key("active").number(s.active);
+            w.key("udp_sessions");
+            match s.udp_sessions {
+                Some(n) => w.number(n),
+                None => w.null(),
+            };
+            w.key("backends").begin_array();
+            for b in &s.backends {
+                w.begin_object();
+                w.key("name").string(&b.name);
+                w.key("address").string(&b.address);
+                w.key("state").string(&b.state);
+                w.key("weight").number(u64::from(b.weight));
+                w.key("backup").boolean(b.backup);
+                w.key("active").number(b.active);
+                w.key("total").number(b.total);
+                w.key("bytes_in").number(b.bytes_in);
+                w.key("bytes_out").number(b.bytes_out);
+                w.key("last_check");
+                match &b.last_check {
+                    Some(c) => {
+                        w.begin_object();
+                        w.key("ok").boolean(c.ok);
+                        w.key("detail").string(&c.detail);
+                        w.key("seconds_ago").number(c.seconds_ago);
+                        w.key("duration_ms").number(c.duration_ms);
+                        w.end_object();
+                    }
+                    None => {
+                        w.null();
+                    }
+                }
+                w.end_object();
+            }
+            w.end_array();
+            w.end_object();
+        }
+        w.end_array();
+        w.key("vrrp").begin_array();
+        for v in &self.vrrp {
+            w.begin_object();
+            w.key("instance").string(&v.instance);
+            w.key("interface").string(&v.interface);
+            w.key("state").string(&v.state);
+            w.key("priority").number(u64::from(v.priority));
+            w.key("master").opt_string(v.master.as_deref());
+            w.key("virtual_ips").begin_array();
+            for ip in &v.virtual_ips {
+                w.string(ip);
+            }
+            w.end_array();
+            w.end_object();
+        }
+        w.end_array();
+        w.end_object();
+        let mut out = w.finish();
+        out.push('\n');
+        out
+    }
+
+    /// The table `tandem status` prints.
+    pub fn to_table(&self) -> String {
+        let mut rows = vec![[
+            "SERVICE", "LISTEN", "SCHEDULER", "BACKEND", "STATE", "ACTIVE", "TOTAL", "BYTES IN",
+            "BYTES OUT", "LAST CHECK",
+        ]
+        .map(str::to_owned)];
+        for s in &self.services {
+            let listen = match s.udp_sessions {
+                Some(n) => format!("{}/{} ({n} sessions)", s.listen, s.protocol),
+                None => format!("{}/{}", s.listen, s.protocol),
+            };
+            for (i, b) in s.backends.iter().enumerate() {
+                let (name, listen, scheduler) = if i == 0 {
+                    (s.name.clone(), listen.clone(), s.scheduler.clone())
+                } else {
+                    (String::new(), String::new(), String::new())
+                };
+                let mut backend = b.name.clone();
+                if b.name != b.address {
+                    let _ = write!(backend, " ({})", b.address);
+                }
+                if b.backup {
+                    backend.push_str(" [backup]");
+                }
+                let check = match &b.last_check {
+                    Some(c) => format!(
+                        "{} {}s ago",
+                        if c.ok { "ok".to_owned() } else { c.detail.clone() },
+                        c.seconds_ago
+                    ),
+                    None => "-".to_owned(),
+                };
+                rows.push([
+                    name,
+                    listen,
+                    scheduler,
+                    backend,
+                    b.state.clone(),
+                    b.active.to_string(),
+                    b.total.to_string(),
+                    human_bytes(b.bytes_in),
+                    human_bytes(b.bytes_out),
+                    check,
+                ]);
+            }
+        }
+        let mut out = render(&rows);
+        if !self.vrrp.is_empty() {
+            let mut vrows = vec![["VRRP INSTANCE", "INTERFACE", "STATE", "PRIORITY", "MASTER", "VIRTUAL IPS"]
+                .map(str::to_owned)];
+            for v in &self.vrrp {
+                vrows.push([
+                    v.instance.clone(),
+                    v.interface.clone(),
+                    v.state.clone(),
+                    v.priority.to_string(),
+                    v.master.clone().unwrap_or_else(|| "-".to_owned()),
+                    v.virtual_ips.join(", "),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&render(&vrows));
+        }
+        let r = &self.reload;
+        let _ = write!(
+            out,
+            "\nconfig {} (reloads: {} ok, {} failed)",
+            self.config_file, r.reloads_ok, r.reloads_failed
+        );
+        if let Some(e) = &r.last_error {
+            let _ = write!(out, "\nlast reload FAILED, still running the previous config: {e}");
+        }
+        out.push('\n');
+        out
+    }
+}
+
+fn render<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// 1536 → "1.5K", like `ls -h`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["", "K", "M", "G", "T", "P"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Status {
+        Status {
+            version: "0.1.0".into(),
+            config_file: "/etc/tandem/tandem.yaml".into(),
+            services: vec![ServiceStatus {
+                name: "api".into(),
+                protocol: "tcp".into(),
+                listen: "198.18.0.100:8443".into(),
+                scheduler: "least_connections".into(),
+                backends: vec![
+                    BackendStatus {
+                        name: "node1".into(),
+                        address: "198.18.0.11:6443".into(),
+                        state: "up".into(),
+                        weight: 1,
+                        active: 3,
+                        total: 10,
+                        bytes_in: 2048,
+                        ..Default::default()
+                    },
+                    BackendStatus {
+                        name: "198.18.0.12:6443".into(),
+                        address: "198.18.0.12:6443".into(),
+                        state: "down".into(),
+                        last_check: Some(CheckStatus {
+                            ok: false,
+                            detail: "status 500".into(),
+                            seconds_ago: 2,
+                            duration_ms: 3,
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn table_has_one_row_per_backend() {
+        let t = sample().to_table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("SERVICE"));
+        assert!(lines[1].starts_with("api "));
+        assert!(lines[1].contains("node1 (198.18.0.11:6443)"));
+        assert!(lines[1].contains("2.0K"));
+        assert!(lines[2].contains("status 500 2s ago"));
+        assert!(lines[2].starts_with("  "), "service columns blank on later rows");
+    }
+
+    #[test]
+    fn json_names_every_field() {
+        let j = sample().to_json();
+        for key in [
+            "\"services\":[",
+            "\"state\":\"down\"",
+            "\"last_check\":{\"ok\":false",
+            "\"last_error\":null",
+            "\"vrrp\":[]",
+        ] {
+            assert!(j.contains(key), "{key} in {j}");
+        }
+    }
+
+    #[test]
+    fn human_bytes_rounds_like_ls() {
+        assert_eq!(human_bytes(0), "0");
+        assert_eq!(human_bytes(1023), "1023");
+        assert_eq!(human_bytes(1536), "1.5K");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0G");
+    }
+}
