@@ -21,4 +21,4 @@ pub use bind::{bind_tcp, bind_udp, BindError};
 pub use holder::PortHolder;
 pub use metrics::{ListenerMetrics, Services};
 pub use service::{ServiceCounters, ServiceState, Snapshot};
-pub use tcp::TcpAcceptor;
+pub use tcp::{drain_then_cut, TcpAcceptor};

@@ -42,8 +42,10 @@ pub struct TcpAcceptor {
 }
 
 impl TcpAcceptor {
-    /// Accepts until `stop` is cancelled; then closes the listening socket and
-    /// arms the drain timer that cuts what is still open after `drain_timeout`.
+    /// Accepts until `stop` is cancelled, then closes the listening socket.
+    /// Open connections keep flowing: the caller decides when to cut them
+    /// (see [`drain_then_cut`]); a service whose listener merely moved on
+    /// reload never cuts them.
     pub async fn run(self, stop: CancellationToken) {
         let local = self
             .listener
@@ -64,15 +66,7 @@ impl TcpAcceptor {
                 Err(e) => debug!(service = %self.service.name, error = %e, "accept failed"),
             }
         }
-        drop(self.listener);
-        let drain = self.service.snapshot.load().config.drain_timeout;
-        let open = self.service.counters.active.load(Relaxed);
-        info!(service = %self.service.name, listen = %local, open_connections = open, drain_timeout = ?drain, "stopped accepting, draining");
-        let cut = self.cut;
-        tokio::spawn(async move {
-            tokio::time::sleep(drain).await;
-            cut.cancel();
-        });
+        info!(service = %self.service.name, listen = %local, "stopped accepting");
     }
 
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
@@ -98,6 +92,20 @@ impl TcpAcceptor {
             .instrument(span),
         );
     }
+}
+
+/// Lets the service's open connections finish for its `drain_timeout`, then
+/// cancels `cut`, which closes whatever is still open.
+pub fn drain_then_cut(service: &ServiceState, cut: CancellationToken) {
+    let drain = service.snapshot.load().config.drain_timeout;
+    let open = service.counters.active.load(Relaxed);
+    if open > 0 {
+        info!(service = %service.name, open_connections = open, drain_timeout = ?drain, "draining");
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(drain).await;
+        cut.cancel();
+    });
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

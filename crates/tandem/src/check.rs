@@ -119,9 +119,6 @@ pub fn summary(config: &Config, origin: &str) -> String {
     if !config.vrrp.instances.is_empty() {
         notes.push("vrrp: not run by this version; no virtual IP is managed".to_owned());
     }
-    if config.admin.is_some() {
-        notes.push("admin: the admin endpoint is not served by this version".to_owned());
-    }
     if !notes.is_empty() {
         let _ = writeln!(out);
         for n in notes {

@@ -1,24 +1,50 @@
-//! `tandem run`: load, bind, serve, and shut down in order.
+//! `tandem run`: load, bind, serve, reload, and shut down in order.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use tandem_config::{Config, HealthKind};
-use tandem_core::Protocol;
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use tandem_config::{Config, HealthKind, SchedulerKind};
+use tandem_core::{ListenAddress, Protocol};
 use tandem_forward::Forwarder;
-use tandem_listener::{ServiceState, TcpAcceptor};
+use tandem_listener::{drain_then_cut, ListenerMetrics, ServiceState, Services, TcpAcceptor};
+use tandem_metrics::{Access, AdminApi, AdminServer, ApiError, Status};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::sd_notify::notify;
+
 /// How long cut connections get to finish closing before the process exits.
 const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Where the running configuration came from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file: SIGHUP and `POST /reload` read it again.
+    File(PathBuf),
+    /// Built in (the demo): nothing to reload.
+    Embedded(String),
+}
+
+impl Source {
+    fn name(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Embedded(n) => n.clone(),
+        }
+    }
+}
 
 pub fn run_file(path: &Path) -> anyhow::Result<ExitCode> {
     let config = match tandem_config::load(path) {
@@ -35,14 +61,9 @@ pub fn run_file(path: &Path) -> anyhow::Result<ExitCode> {
             );
         }
     };
-    run_config(config, path.display().to_string())
-}
-
-/// Builds the runtime the configuration asks for and serves until a signal.
-pub fn run_config(config: Config, origin: String) -> anyhow::Result<ExitCode> {
     raise_open_file_limit();
     let runtime = runtime(&config)?;
-    runtime.block_on(serve(config, origin, None))?;
+    runtime.block_on(serve(config, Source::File(path.to_owned()), None))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -63,45 +84,444 @@ pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn raise_open_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) if n < 4096 => {
-            warn!(
-                limit = n,
-                "open file limit is low; each connection needs 2-4 descriptors"
-            )
+            warn!(limit = n, "open file limit is low; each connection needs 2-4 descriptors")
         }
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot raise the open file limit"),
     }
 }
 
-/// Says once, at start, which configured features this version does not act on,
-/// so nobody believes they are protected by a health check that does not run.
+/// Says once which configured features this version does not act on, so
+/// nobody believes they are protected by something that does not run.
 fn warn_inactive_features(config: &Config) {
     for s in &config.services {
         if s.health.kind != HealthKind::None {
-            warn!(service = %s.name, "health checks are parsed but not run by this version; backends are treated as up (passive retry still applies)");
+            warn!(service = %s.name, "health checks are parsed but not run by this version; backends are treated as up");
         }
     }
     if !config.vrrp.instances.is_empty() {
         warn!("the vrrp section is parsed but VRRP is not run by this version; no virtual IP is managed");
     }
-    if config.admin.is_some() {
-        warn!("the admin endpoint is not served by this version");
+}
+
+fn refuse_unsupported(config: &Config) -> Result<(), String> {
+    match config.services.iter().find(|s| s.protocol == Protocol::Udp) {
+        Some(udp) => Err(format!(
+            "service {}: protocol udp is not supported by this version of tandem",
+            udp.name
+        )),
+        None => Ok(()),
     }
 }
 
-/// Serves `config` until SIGTERM or SIGINT (or `until`, for the demo), then drains.
+/// One service as the daemon runs it.
+struct RunningService {
+    state: Arc<ServiceState>,
+    listen: ListenAddress,
+    protocol: Protocol,
+    stop: CancellationToken,
+    cut: CancellationToken,
+    acceptor: JoinHandle<()>,
+}
+
+/// What reload replaces; guarded by one async mutex, which serialises reloads.
+struct Running {
+    config: Config,
+    services: Vec<RunningService>,
+}
+
+struct ReloadMetrics {
+    total: IntCounterVec,
+    last_success: IntGauge,
+}
+
+impl ReloadMetrics {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let total = IntCounterVec::new(
+            Opts::new(
+                "tandem_config_reloads_total",
+                "Configuration reloads, by result (success, failure).",
+            ),
+            &["result"],
+        )?;
+        let last_success = IntGauge::new(
+            "tandem_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load (start or reload).",
+        )?;
+        registry.register(Box::new(total.clone()))?;
+        registry.register(Box::new(last_success.clone()))?;
+        // Both results exist from the start, so rate() and alerts see zeros.
+        total.with_label_values(&["success"]);
+        total.with_label_values(&["failure"]);
+        Ok(ReloadMetrics {
+            total,
+            last_success,
+        })
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The running process: everything the admin endpoint and reload reach.
+pub struct Daemon {
+    source: Source,
+    forwarder: Forwarder,
+    tracker: TaskTracker,
+    cut_all: CancellationToken,
+    listener_metrics: ListenerMetrics,
+    services: Arc<Services>,
+    running: tokio::sync::Mutex<Running>,
+    reload_metrics: ReloadMetrics,
+    reload_status: Mutex<tandem_metrics::ReloadStatus>,
+    started: Instant,
+    ready: AtomicBool,
+}
+
+impl Daemon {
+    fn start_acceptor(
+        &self,
+        state: Arc<ServiceState>,
+        listener: std::net::TcpListener,
+    ) -> anyhow::Result<RunningService> {
+        let config = state.snapshot.load().config.clone();
+        let listener = TcpListener::from_std(listener)
+            .with_context(|| format!("service {}: cannot register listener", config.name))?;
+        let stop = CancellationToken::new();
+        let cut = self.cut_all.child_token();
+        let acceptor = TcpAcceptor {
+            service: Arc::clone(&state),
+            listener,
+            forwarder: self.forwarder.clone(),
+            tracker: self.tracker.clone(),
+            cut: cut.clone(),
+        };
+        info!(
+            service = %config.name,
+            listen = %config.listen,
+            backends = config.backends.len(),
+            scheduler = scheduler_name(config.scheduler),
+            "listening"
+        );
+        Ok(RunningService {
+            state,
+            listen: config.listen,
+            protocol: config.protocol,
+            stop: stop.clone(),
+            cut,
+            acceptor: tokio::spawn(acceptor.run(stop)),
+        })
+    }
+
+    fn publish(&self, running: &Running) {
+        self.services
+            .store(running.services.iter().map(|s| Arc::clone(&s.state)).collect());
+    }
+
+    /// Reads the file again and applies the difference; all or nothing.
+    pub async fn reload(&self) -> Result<String, String> {
+        let mut running = self.running.lock().await;
+        let Source::File(path) = &self.source else {
+            return Err("this configuration is built in; there is no file to reload".to_owned());
+        };
+        notify("RELOADING=1");
+        let result = self.apply(&mut running, path).await;
+        notify("READY=1");
+        let mut status = self.reload_status.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(summary) => {
+                self.reload_metrics.total.with_label_values(&["success"]).inc();
+                self.reload_metrics.last_success.set(unix_now() as i64);
+                status.reloads_ok += 1;
+                status.last_success_unix = unix_now();
+                status.last_error = None;
+                info!("reload: {summary}");
+            }
+            Err(e) => {
+                self.reload_metrics.total.with_label_values(&["failure"]).inc();
+                status.reloads_failed += 1;
+                status.last_error = Some(e.clone());
+                error!("reload failed, still running the previous configuration: {e}");
+            }
+        }
+        result
+    }
+
+    async fn apply(&self, running: &mut Running, path: &Path) -> Result<String, String> {
+        let new = tandem_config::load(path).map_err(|e| e.to_string())?;
+        refuse_unsupported(&new)?;
+        if new.runtime != running.config.runtime {
+            warn!("reload: runtime settings change only at restart");
+        }
+        if new.admin != running.config.admin {
+            warn!("reload: admin settings change only at restart");
+        }
+        if new.vrrp != running.config.vrrp {
+            warn!("reload: vrrp settings change only at restart");
+        }
+
+        // Bind every listener the new file needs before touching anything.
+        let mut fresh = HashMap::new();
+        for service in &new.services {
+            let kept = running
+                .services
+                .iter()
+                .any(|r| r.state.name == service.name && r.listen == service.listen && r.protocol == service.protocol);
+            if kept {
+                continue;
+            }
+            let taken_by_us = running
+                .services
+                .iter()
+                .find(|r| r.listen == service.listen && r.protocol == service.protocol);
+            if let Some(other) = taken_by_us {
+                return Err(format!(
+                    "service {}: {} is still used by service {} in the running configuration; rename in one reload, move in another",
+                    service.name, service.listen, other.state.name
+                ));
+            }
+            let listener = tandem_listener::bind_tcp(service.listen)
+                .map_err(|e| format!("service {}: {e}", service.name))?;
+            fresh.insert(service.name.clone(), listener);
+        }
+
+        // Nothing can fail from here on.
+        let mut summary = Summary::default();
+        let mut old: HashMap<String, RunningService> = running
+            .services
+            .drain(..)
+            .map(|r| (r.state.name.clone(), r))
+            .collect();
+        for service in &new.services {
+            let previous = old.remove(&service.name);
+            match (previous, fresh.remove(&service.name)) {
+                (Some(kept), None) => {
+                    if kept.state.snapshot.load().config != *service {
+                        summary.updated.push(service.name.clone());
+                    }
+                    kept.state.update(service.clone());
+                    running.services.push(kept);
+                }
+                (Some(moved), Some(listener)) => {
+                    // Same service, new address: keep its counters and backends;
+                    // its open connections keep flowing, never cut by the move.
+                    moved.stop.cancel();
+                    moved.state.update(service.clone());
+                    summary.moved.push(format!(
+                        "{} ({} -> {})",
+                        service.name, moved.listen, service.listen
+                    ));
+                    match self.start_acceptor(Arc::clone(&moved.state), listener) {
+                        Ok(r) => running.services.push(r),
+                        Err(e) => error!("{e:#}"),
+                    }
+                }
+                (None, Some(listener)) => {
+                    let state = ServiceState::new(service.clone(), &self.listener_metrics);
+                    summary.added.push(service.name.clone());
+                    match self.start_acceptor(state, listener) {
+                        Ok(r) => running.services.push(r),
+                        Err(e) => error!("{e:#}"),
+                    }
+                }
+                (None, None) => unreachable!("a new service is either kept or freshly bound"),
+            }
+        }
+        for (name, removed) in old {
+            removed.stop.cancel();
+            drain_then_cut(&removed.state, removed.cut.clone());
+            summary.removed.push(name);
+        }
+        running.config = new;
+        self.publish(running);
+        Ok(summary.to_string())
+    }
+
+    /// Stops accepting everywhere, drains, cuts what is left; returns how many were cut.
+    async fn shutdown(&self, signals: &mut Signals) -> u64 {
+        let mut running = self.running.lock().await;
+        for r in &running.services {
+            r.stop.cancel();
+        }
+        for r in running.services.iter_mut() {
+            let _ = (&mut r.acceptor).await;
+        }
+        for r in &running.services {
+            drain_then_cut(&r.state, r.cut.clone());
+        }
+        let longest_drain = running
+            .config
+            .services
+            .iter()
+            .map(|s| s.drain_timeout)
+            .max()
+            .unwrap_or_default();
+        self.tracker.close();
+        tokio::select! {
+            () = self.tracker.wait() => {}
+            () = tokio::time::sleep(longest_drain + CUT_GRACE) => {}
+            name = signals.stop() => {
+                warn!(signal = name, "second signal: exiting at once");
+                std::process::exit(1);
+            }
+        }
+        self.cut_all.cancel();
+        let _ = tokio::time::timeout(CUT_GRACE, self.tracker.wait()).await;
+        // Services removed by earlier reloads count too: the list holds only current ones.
+        running
+            .services
+            .iter()
+            .map(|r| r.state.counters.cut_at_drain.load(Relaxed))
+            .sum()
+    }
+}
+
+#[derive(Default)]
+struct Summary {
+    added: Vec<String>,
+    removed: Vec<String>,
+    updated: Vec<String>,
+    moved: Vec<String>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        for (what, names) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("updated", &self.updated),
+            ("moved", &self.moved),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{what} {}", names.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            f.write_str("no change")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
+}
+
+pub fn scheduler_name(kind: SchedulerKind) -> &'static str {
+    match kind {
+        SchedulerKind::RoundRobin => "round_robin",
+        SchedulerKind::LeastConnections => "least_connections",
+        SchedulerKind::SourceHash => "source_hash",
+        SchedulerKind::Random => "random",
+    }
+}
+
+impl AdminApi for Daemon {
+    fn ready(&self) -> Result<(), String> {
+        if self.ready.load(Relaxed) {
+            Ok(())
+        } else {
+            Err("starting: listeners not bound yet".to_owned())
+        }
+    }
+
+    fn status(&self) -> Status {
+        status_of(self)
+    }
+
+    fn set_draining(&self, service: &str, backend: &str, draining: bool) -> Result<(), ApiError> {
+        let state = self
+            .services
+            .find(service)
+            .ok_or_else(|| ApiError::NotFound(format!("no service `{service}`")))?;
+        let snapshot = state.snapshot.load();
+        let found = snapshot
+            .backends
+            .iter()
+            .find(|b| b.label() == backend || b.address().to_string() == backend)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("service `{service}` has no backend `{backend}`"))
+            })?;
+        found.set_draining(draining);
+        Ok(())
+    }
+
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        Box::pin(Daemon::reload(self))
+    }
+}
+
+fn status_of(daemon: &Daemon) -> Status {
+    let services = daemon
+        .services
+        .load()
+        .iter()
+        .map(|state| {
+            let snapshot = state.snapshot.load();
+            let c = &snapshot.config;
+            tandem_metrics::ServiceStatus {
+                name: c.name.clone(),
+                protocol: c.protocol.to_string(),
+                listen: c.listen.to_string(),
+                scheduler: scheduler_name(c.scheduler).to_owned(),
+                active: state.counters.active.load(Relaxed),
+                udp_sessions: None,
+                backends: snapshot
+                    .backends
+                    .iter()
+                    .map(|b| tandem_metrics::BackendStatus {
+                        name: b.label().to_owned(),
+                        address: b.address().to_string(),
+                        state: b.state().to_string(),
+                        weight: b.weight().get(),
+                        backup: b.is_backup(),
+                        active: b.active_connections(),
+                        total: b.total_connections(),
+                        bytes_in: b.bytes_from_client(),
+                        bytes_out: b.bytes_to_client(),
+                        last_check: None,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        config_file: daemon.source.name(),
+        uptime_seconds: daemon.started.elapsed().as_secs(),
+        reload: daemon
+            .reload_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        services,
+        vrrp: Vec::new(),
+    }
+}
+
+fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(path) = config.admin.as_ref().and_then(|a| a.token_file.as_ref()) else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("admin.token_file {}", path.display()))?;
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        bail!("admin.token_file {} is empty", path.display());
+    }
+    Ok(Some(token))
+}
+
+/// Serves `config` until SIGTERM or SIGINT (or `until`), then drains.
 pub async fn serve(
     config: Config,
-    origin: String,
+    source: Source,
     until: Option<CancellationToken>,
 ) -> anyhow::Result<()> {
-    if let Some(udp) = config.services.iter().find(|s| s.protocol == Protocol::Udp) {
-        bail!(
-            "service {}: protocol udp is not supported by this version of tandem",
-            udp.name
-        );
-    }
+    refuse_unsupported(&config).map_err(anyhow::Error::msg)?;
     warn_inactive_features(&config);
+    let token = read_token(&config)?;
 
     // Bind everything before accepting anything: a port clash stops the start
     // with every clash named, not after half the services came up.
@@ -113,47 +533,81 @@ pub async fn serve(
             Err(e) => failures.push(format!("service {}: {e}", service.name)),
         }
     }
+    let admin_listener = match &config.admin {
+        Some(admin) => match std::net::TcpListener::bind(admin.listen) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                failures.push(format!("admin endpoint {}: {e}", admin.listen));
+                None
+            }
+        },
+        None => None,
+    };
     if !failures.is_empty() {
         for f in &failures {
             error!("{f}");
         }
-        bail!(
-            "{} listener(s) could not be bound, not started",
-            failures.len()
-        );
+        bail!("{} listener(s) could not be bound, not started", failures.len());
     }
 
-    let forwarder = Forwarder::new();
-    let stop = CancellationToken::new();
-    let cut_all = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let mut services = Vec::new();
-    let mut acceptors = Vec::new();
-    for (service, std_listener) in bound {
-        let listener = TcpListener::from_std(std_listener)
-            .with_context(|| format!("service {}: cannot register listener", service.name))?;
-        info!(
-            service = %service.name,
-            listen = %service.listen,
-            backends = service.backends.len(),
-            forwarding = ?service.forwarding,
-            "listening"
-        );
-        let state = ServiceState::new(service);
-        services.push(Arc::clone(&state));
-        let acceptor = TcpAcceptor {
-            service: state,
-            listener,
-            forwarder: forwarder.clone(),
-            tracker: tracker.clone(),
-            cut: cut_all.child_token(),
-        };
-        acceptors.push(tokio::spawn(acceptor.run(stop.clone())));
+    let registry = tandem_metrics::registry();
+    let services = Services::new();
+    let listener_metrics = ListenerMetrics::register(&registry, Arc::clone(&services))
+        .context("cannot register listener metrics")?;
+    let reload_metrics =
+        ReloadMetrics::register(&registry).context("cannot register reload metrics")?;
+    reload_metrics.last_success.set(unix_now() as i64);
+
+    let daemon = Arc::new(Daemon {
+        source: source.clone(),
+        forwarder: Forwarder::new(),
+        tracker: TaskTracker::new(),
+        cut_all: CancellationToken::new(),
+        listener_metrics,
+        services,
+        running: tokio::sync::Mutex::new(Running {
+            config: config.clone(),
+            services: Vec::new(),
+        }),
+        reload_metrics,
+        reload_status: Mutex::new(tandem_metrics::ReloadStatus {
+            last_success_unix: unix_now(),
+            ..Default::default()
+        }),
+        started: Instant::now(),
+        ready: AtomicBool::new(false),
+    });
+    {
+        let mut running = daemon.running.lock().await;
+        for (service, listener) in bound {
+            let state = ServiceState::new(service, &daemon.listener_metrics);
+            running.services.push(daemon.start_acceptor(state, listener)?);
+        }
+        daemon.publish(&running);
     }
-    info!(config = %origin, services = services.len(), "tandem started");
+
+    let admin_stop = CancellationToken::new();
+    let admin_task = match (admin_listener, &config.admin) {
+        (Some(listener), Some(admin)) => {
+            listener.set_nonblocking(true)?;
+            let server = AdminServer {
+                listener: TcpListener::from_std(listener)?,
+                registry,
+                api: Arc::clone(&daemon),
+                access: Access::for_listener(admin.listen, token),
+            };
+            Some(tokio::spawn(server.run(admin_stop.clone())))
+        }
+        _ => None,
+    };
+
+    daemon.ready.store(true, Relaxed);
+    notify("READY=1");
+    info!(config = %source.name(), services = config.services.len(), "tandem started");
 
     let mut signals = Signals::new()?;
-    // Installed so that SIGHUP (the operator's reload habit) does not kill the process.
+    // SIGHUP reloads; a burst of them is coalesced by the signal stream and
+    // reloads are serialised by the daemon's lock.
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let until = until.unwrap_or_default();
     loop {
@@ -161,43 +615,18 @@ pub async fn serve(
             name = signals.stop() => { info!(signal = name, "shutting down: no new connections"); break; }
             () = until.cancelled() => { info!("shutting down: no new connections"); break; }
             _ = hangup.recv() => {
-                warn!("SIGHUP received: reload is not supported by this version; restart tandem to apply a new configuration");
+                info!("SIGHUP received: reloading");
+                let _ = daemon.reload().await;
             }
         }
     }
 
-    stop.cancel();
-    for a in acceptors {
-        let _ = a.await;
+    notify("STOPPING=1");
+    let cut = daemon.shutdown(&mut signals).await;
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        let _ = task.await;
     }
-    tracker.close();
-    let open: u64 = services
-        .iter()
-        .map(|s| s.counters.active.load(Relaxed))
-        .sum();
-    if open > 0 {
-        info!(open_connections = open, "draining");
-    }
-    let longest_drain = config
-        .services
-        .iter()
-        .map(|s| s.drain_timeout)
-        .max()
-        .unwrap_or_default();
-    tokio::select! {
-        () = tracker.wait() => {}
-        () = tokio::time::sleep(longest_drain + CUT_GRACE) => {}
-        name = signals.stop() => {
-            warn!(signal = name, "second signal: exiting at once");
-            std::process::exit(1);
-        }
-    }
-    cut_all.cancel();
-    let _ = tokio::time::timeout(CUT_GRACE, tracker.wait()).await;
-    let cut: u64 = services
-        .iter()
-        .map(|s| s.counters.cut_at_drain.load(Relaxed))
-        .sum();
     info!(cut_connections = cut, "stopped");
     Ok(())
 }

@@ -55,7 +55,7 @@ async fn demo(port: u16) -> anyhow::Result<()> {
     println!("  head -c 100000000 /dev/zero | curl -s --data-binary @- http://127.0.0.1:{port}/ # 100 MB upload");
     println!("\nLogs follow; Ctrl-C stops (a second Ctrl-C exits at once).\n");
 
-    let result = daemon::serve(config, origin, None).await;
+    let result = daemon::serve(config, daemon::Source::Embedded(origin), None).await;
     let _ = std::fs::remove_file(&path);
     result
 }

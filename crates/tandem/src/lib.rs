@@ -12,6 +12,7 @@ mod cli;
 mod daemon;
 mod demo;
 mod logging;
+mod sd_notify;
 
 use std::process::ExitCode;
 
