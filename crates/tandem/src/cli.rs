@@ -38,10 +38,52 @@ pub enum Command {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Show services, backends, health and VIP state of a running tandem as a table.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the raw JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sending new connections to a backend; open ones continue.
+    Drain {
+        service: String,
+        /// The backend's name, or its address.
+        backend: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Undo `drain`: the backend takes new connections again.
+    Enable {
+        service: String,
+        backend: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Ask a running tandem to reload its configuration file (like SIGHUP).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Run three local backends with tandem in front of them, and print what to try.
     Demo {
         /// The port tandem listens on (127.0.0.1).
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
+}
+
+/// How to reach a running tandem's admin endpoint.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The configuration file, read for `admin.listen` and `admin.token_file`.
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The admin endpoint (overrides the file; default 127.0.0.1:9901).
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// A file holding the bearer token (overrides the file's `admin.token_file`).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }

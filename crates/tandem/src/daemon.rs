@@ -84,7 +84,10 @@ pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn raise_open_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) if n < 4096 => {
-            warn!(limit = n, "open file limit is low; each connection needs 2-4 descriptors")
+            warn!(
+                limit = n,
+                "open file limit is low; each connection needs 2-4 descriptors"
+            )
         }
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot raise the open file limit"),
@@ -217,8 +220,13 @@ impl Daemon {
     }
 
     fn publish(&self, running: &Running) {
-        self.services
-            .store(running.services.iter().map(|s| Arc::clone(&s.state)).collect());
+        self.services.store(
+            running
+                .services
+                .iter()
+                .map(|s| Arc::clone(&s.state))
+                .collect(),
+        );
     }
 
     /// Reads the file again and applies the difference; all or nothing.
@@ -233,7 +241,10 @@ impl Daemon {
         let mut status = self.reload_status.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok(summary) => {
-                self.reload_metrics.total.with_label_values(&["success"]).inc();
+                self.reload_metrics
+                    .total
+                    .with_label_values(&["success"])
+                    .inc();
                 self.reload_metrics.last_success.set(unix_now() as i64);
                 status.reloads_ok += 1;
                 status.last_success_unix = unix_now();
@@ -241,7 +252,10 @@ impl Daemon {
                 info!("reload: {summary}");
             }
             Err(e) => {
-                self.reload_metrics.total.with_label_values(&["failure"]).inc();
+                self.reload_metrics
+                    .total
+                    .with_label_values(&["failure"])
+                    .inc();
                 status.reloads_failed += 1;
                 status.last_error = Some(e.clone());
                 error!("reload failed, still running the previous configuration: {e}");
@@ -266,10 +280,11 @@ impl Daemon {
         // Bind every listener the new file needs before touching anything.
         let mut fresh = HashMap::new();
         for service in &new.services {
-            let kept = running
-                .services
-                .iter()
-                .any(|r| r.state.name == service.name && r.listen == service.listen && r.protocol == service.protocol);
+            let kept = running.services.iter().any(|r| {
+                r.state.name == service.name
+                    && r.listen == service.listen
+                    && r.protocol == service.protocol
+            });
             if kept {
                 continue;
             }
@@ -547,7 +562,10 @@ pub async fn serve(
         for f in &failures {
             error!("{f}");
         }
-        bail!("{} listener(s) could not be bound, not started", failures.len());
+        bail!(
+            "{} listener(s) could not be bound, not started",
+            failures.len()
+        );
     }
 
     let registry = tandem_metrics::registry();
@@ -581,7 +599,9 @@ pub async fn serve(
         let mut running = daemon.running.lock().await;
         for (service, listener) in bound {
             let state = ServiceState::new(service, &daemon.listener_metrics);
-            running.services.push(daemon.start_acceptor(state, listener)?);
+            running
+                .services
+                .push(daemon.start_acceptor(state, listener)?);
         }
         daemon.publish(&running);
     }

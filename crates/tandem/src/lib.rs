@@ -7,6 +7,7 @@
 //! binds every listener before it accepts on any, and on SIGTERM/SIGINT stops
 //! accepting, drains for `drain_timeout`, cuts what is left and exits 0.
 
+mod admin_client;
 mod check;
 mod cli;
 mod daemon;
@@ -28,6 +29,18 @@ pub fn main() -> ExitCode {
         Command::Run { config } => daemon::run_file(config),
         Command::Check { config } => check::run(config),
         Command::Demo { port } => demo::run(*port),
+        Command::Status { admin, json } => admin_client::status(admin, *json),
+        Command::Drain {
+            service,
+            backend,
+            admin,
+        } => admin_client::set_draining(admin, service, backend, true),
+        Command::Enable {
+            service,
+            backend,
+            admin,
+        } => admin_client::set_draining(admin, service, backend, false),
+        Command::Reload { admin } => admin_client::reload(admin),
     };
     match result {
         Ok(code) => code,
