@@ -16,9 +16,11 @@ mod holder;
 mod metrics;
 mod service;
 mod tcp;
+mod udp;
 
 pub use bind::{bind_tcp, bind_udp, BindError};
 pub use holder::PortHolder;
 pub use metrics::{ListenerMetrics, Services};
 pub use service::{ServiceCounters, ServiceState, Snapshot};
 pub use tcp::{drain_then_cut, TcpAcceptor};
+pub use udp::{UdpAcceptor, UdpCounters};

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{HistogramOpts, HistogramVec, Registry};
-use tandem_core::{Backend, ConnectFailure};
+use tandem_core::{Backend, ConnectFailure, Protocol};
 
 use crate::service::ServiceState;
 
@@ -89,21 +89,26 @@ struct BackendCollector {
     up: Family,
     draining: Family,
     rejected: Family,
+    udp_sessions: Family,
+    udp_datagrams: Family,
+    udp_bytes: Family,
+    udp_dropped: Family,
 }
 
 impl BackendCollector {
     fn new(services: Arc<Services>) -> prometheus::Result<Self> {
-        let family = |name: &str, help: &str, labels: &[&str], kind| -> prometheus::Result<Family> {
-            Ok(Family {
-                desc: Desc::new(
-                    name.to_owned(),
-                    help.to_owned(),
-                    labels.iter().map(|l| (*l).to_owned()).collect(),
-                    Default::default(),
-                )?,
-                kind,
-            })
-        };
+        let family =
+            |name: &str, help: &str, labels: &[&str], kind| -> prometheus::Result<Family> {
+                Ok(Family {
+                    desc: Desc::new(
+                        name.to_owned(),
+                        help.to_owned(),
+                        labels.iter().map(|l| (*l).to_owned()).collect(),
+                        Default::default(),
+                    )?,
+                    kind,
+                })
+            };
         let sb = &["service", "backend"];
         Ok(BackendCollector {
             services,
@@ -146,6 +151,30 @@ impl BackendCollector {
             rejected: family(
                 "tandem_connections_rejected_total",
                 "Client connections closed without a backend, by reason (max_connections, no_backend).",
+                &["service", "reason"],
+                MetricType::COUNTER,
+            )?,
+            udp_sessions: family(
+                "tandem_udp_sessions_active",
+                "UDP sessions (client address and port to one backend) open now.",
+                &["service"],
+                MetricType::GAUGE,
+            )?,
+            udp_datagrams: family(
+                "tandem_udp_datagrams_total",
+                "UDP datagrams relayed; direction `in` is client to backend, `out` is backend to client.",
+                &["service", "direction"],
+                MetricType::COUNTER,
+            )?,
+            udp_bytes: family(
+                "tandem_udp_bytes_total",
+                "UDP payload bytes relayed, by direction.",
+                &["service", "direction"],
+                MetricType::COUNTER,
+            )?,
+            udp_dropped: family(
+                "tandem_udp_dropped_total",
+                "UDP datagrams dropped, by reason (max_sessions, no_backend, busy, backend_refused).",
                 &["service", "reason"],
                 MetricType::COUNTER,
             )?,
@@ -203,6 +232,10 @@ impl Collector for BackendCollector {
             &self.up,
             &self.draining,
             &self.rejected,
+            &self.udp_sessions,
+            &self.udp_datagrams,
+            &self.udp_bytes,
+            &self.udp_dropped,
         ]
         .into_iter()
         .map(|f| &f.desc)
@@ -217,6 +250,10 @@ impl Collector for BackendCollector {
         let mut up = self.up.start();
         let mut draining = self.draining.start();
         let mut rejected = self.rejected.start();
+        let mut udp_sessions = self.udp_sessions.start();
+        let mut udp_datagrams = self.udp_datagrams.start();
+        let mut udp_bytes = self.udp_bytes.start();
+        let mut udp_dropped = self.udp_dropped.start();
         for service in self.services.load().iter() {
             let s = service.name.as_str();
             let snapshot = service.snapshot.load();
@@ -254,6 +291,38 @@ impl Collector for BackendCollector {
                 ));
             }
             let c = &service.counters;
+            if snapshot.config.protocol == Protocol::Udp {
+                let u = &c.udp;
+                udp_sessions.mut_metric().push(metric(
+                    MetricType::GAUGE,
+                    &[("service", s)],
+                    u.sessions_active.load(Relaxed) as f64,
+                ));
+                for (direction, datagrams, bytes) in [
+                    ("in", &u.datagrams_in, &u.bytes_in),
+                    ("out", &u.datagrams_out, &u.bytes_out),
+                ] {
+                    let labels = [("service", s), ("direction", direction)];
+                    udp_datagrams.mut_metric().push(metric(
+                        MetricType::COUNTER,
+                        &labels,
+                        datagrams.load(Relaxed) as f64,
+                    ));
+                    udp_bytes.mut_metric().push(metric(
+                        MetricType::COUNTER,
+                        &labels,
+                        bytes.load(Relaxed) as f64,
+                    ));
+                }
+                for (reason, value) in u.drops() {
+                    udp_dropped.mut_metric().push(metric(
+                        MetricType::COUNTER,
+                        &[("service", s), ("reason", reason)],
+                        value as f64,
+                    ));
+                }
+                continue;
+            }
             for (reason, value) in [
                 ("max_connections", c.rejected_over_limit.load(Relaxed)),
                 ("no_backend", c.no_backend.load(Relaxed)),
@@ -265,7 +334,24 @@ impl Collector for BackendCollector {
                 ));
             }
         }
-        vec![connections, active, bytes, errors, up, draining, rejected]
+        let families = [
+            connections,
+            active,
+            bytes,
+            errors,
+            up,
+            draining,
+            rejected,
+            udp_sessions,
+            udp_datagrams,
+            udp_bytes,
+            udp_dropped,
+        ];
+        // An empty family is not exposed (promtool wants samples under every HELP).
+        families
+            .into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
     }
 }
 

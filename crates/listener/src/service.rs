@@ -11,6 +11,7 @@ use tandem_core::{Backend, BackendSet};
 use tandem_scheduler::{Algorithm, OnAllDown, Scheduler};
 
 use crate::metrics::ListenerMetrics;
+use crate::udp::UdpCounters;
 
 /// One consistent view of a service: its config, its backends and the scheduler
 /// built for exactly those backends. Replaced whole, never mutated.
@@ -95,6 +96,8 @@ pub struct ServiceCounters {
     /// Cut when the drain timeout ran out.
     pub cut_at_drain: AtomicU64,
     pub active: AtomicU64,
+    /// UDP services only.
+    pub udp: UdpCounters,
 }
 
 impl ServiceCounters {

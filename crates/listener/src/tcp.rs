@@ -77,7 +77,15 @@ impl TcpAcceptor {
             service.counters.rejected_over_limit.fetch_add(1, Relaxed);
             debug!(service = %service.name, client = %peer, "max_connections reached, closed");
             if snapshot.config.access_log {
-                access_log(&service.name, peer, None, Duration::ZERO, 0, 0, "max_connections");
+                access_log(
+                    &service.name,
+                    peer,
+                    None,
+                    Duration::ZERO,
+                    0,
+                    0,
+                    "max_connections",
+                );
             }
             return;
         };
@@ -155,7 +163,15 @@ async fn serve(
     let Some((upstream, backend)) = connect_any(snapshot, peer).await else {
         service.counters.no_backend.fetch_add(1, Relaxed);
         if config.access_log {
-            access_log(&service.name, peer, None, started.elapsed(), 0, 0, "connect_failed");
+            access_log(
+                &service.name,
+                peer,
+                None,
+                started.elapsed(),
+                0,
+                0,
+                "connect_failed",
+            );
         }
         return;
     };
@@ -285,7 +301,7 @@ async fn connect_any(snapshot: &Snapshot, peer: SocketAddr) -> Option<(TcpStream
 /// Passive ejection: `eject_after` consecutive connect failures on real
 /// traffic mark the backend down; the active health check brings it back
 /// (validation only allows `eject_after` with an active check).
-fn eject_if_failing(snapshot: &Snapshot, backend: &Backend, in_a_row: u32) {
+pub(crate) fn eject_if_failing(snapshot: &Snapshot, backend: &Backend, in_a_row: u32) {
     let health = &snapshot.config.health;
     let Some(limit) = health.eject_after else {
         return;

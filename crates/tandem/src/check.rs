@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use tandem_config::{Config, HealthKind, SchedulerKind};
-use tandem_core::Protocol;
 
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     match tandem_config::load(path) {
@@ -103,12 +102,6 @@ pub fn summary(config: &Config, origin: &str) -> String {
     }
     let mut notes = Vec::new();
     for s in &config.services {
-        if s.protocol == Protocol::Udp {
-            notes.push(format!(
-                "service {}: protocol udp is not supported by this version; `tandem run` will refuse it",
-                s.name
-            ));
-        }
         if s.health.kind != HealthKind::None {
             notes.push(format!(
                 "service {}: health checks are not run by this version; backends are treated as up",

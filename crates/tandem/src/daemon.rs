@@ -14,9 +14,11 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tandem_config::{Config, HealthKind, SchedulerKind};
 use tandem_core::{ListenAddress, Protocol};
 use tandem_forward::Forwarder;
-use tandem_listener::{drain_then_cut, ListenerMetrics, ServiceState, Services, TcpAcceptor};
+use tandem_listener::{
+    drain_then_cut, ListenerMetrics, ServiceState, Services, TcpAcceptor, UdpAcceptor,
+};
 use tandem_metrics::{Access, AdminApi, AdminServer, ApiError, Status};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -107,13 +109,16 @@ fn warn_inactive_features(config: &Config) {
     }
 }
 
-fn refuse_unsupported(config: &Config) -> Result<(), String> {
-    match config.services.iter().find(|s| s.protocol == Protocol::Udp) {
-        Some(udp) => Err(format!(
-            "service {}: protocol udp is not supported by this version of tandem",
-            udp.name
-        )),
-        None => Ok(()),
+/// A bound listening socket of either protocol.
+enum Bound {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+fn bind(service: &tandem_config::Service) -> Result<Bound, tandem_listener::BindError> {
+    match service.protocol {
+        Protocol::Tcp => tandem_listener::bind_tcp(service.listen).map(Bound::Tcp),
+        Protocol::Udp => tandem_listener::bind_udp(service.listen).map(Bound::Udp),
     }
 }
 
@@ -188,19 +193,34 @@ impl Daemon {
     fn start_acceptor(
         &self,
         state: Arc<ServiceState>,
-        listener: std::net::TcpListener,
+        bound: Bound,
     ) -> anyhow::Result<RunningService> {
         let config = state.snapshot.load().config.clone();
-        let listener = TcpListener::from_std(listener)
-            .with_context(|| format!("service {}: cannot register listener", config.name))?;
         let stop = CancellationToken::new();
         let cut = self.cut_all.child_token();
-        let acceptor = TcpAcceptor {
-            service: Arc::clone(&state),
-            listener,
-            forwarder: self.forwarder.clone(),
-            tracker: self.tracker.clone(),
-            cut: cut.clone(),
+        let context = || format!("service {}: cannot register listener", config.name);
+        let task = match bound {
+            Bound::Tcp(listener) => {
+                let acceptor = TcpAcceptor {
+                    service: Arc::clone(&state),
+                    listener: TcpListener::from_std(listener).with_context(context)?,
+                    forwarder: self.forwarder.clone(),
+                    tracker: self.tracker.clone(),
+                    cut: cut.clone(),
+                };
+                tokio::spawn(acceptor.run(stop.clone()))
+            }
+            Bound::Udp(socket) => {
+                let sender = socket.try_clone().with_context(context)?;
+                let acceptor = UdpAcceptor {
+                    service: Arc::clone(&state),
+                    socket: Arc::new(UdpSocket::from_std(socket).with_context(context)?),
+                    sender: Arc::new(sender),
+                    tracker: self.tracker.clone(),
+                    cut: cut.clone(),
+                };
+                tokio::spawn(acceptor.run(stop.clone()))
+            }
         };
         info!(
             service = %config.name,
@@ -213,9 +233,9 @@ impl Daemon {
             state,
             listen: config.listen,
             protocol: config.protocol,
-            stop: stop.clone(),
+            stop,
             cut,
-            acceptor: tokio::spawn(acceptor.run(stop)),
+            acceptor: task,
         })
     }
 
@@ -266,7 +286,6 @@ impl Daemon {
 
     async fn apply(&self, running: &mut Running, path: &Path) -> Result<String, String> {
         let new = tandem_config::load(path).map_err(|e| e.to_string())?;
-        refuse_unsupported(&new)?;
         if new.runtime != running.config.runtime {
             warn!("reload: runtime settings change only at restart");
         }
@@ -298,8 +317,7 @@ impl Daemon {
                     service.name, service.listen, other.state.name
                 ));
             }
-            let listener = tandem_listener::bind_tcp(service.listen)
-                .map_err(|e| format!("service {}: {e}", service.name))?;
+            let listener = bind(service).map_err(|e| format!("service {}: {e}", service.name))?;
             fresh.insert(service.name.clone(), listener);
         }
 
@@ -481,7 +499,8 @@ fn status_of(daemon: &Daemon) -> Status {
                 listen: c.listen.to_string(),
                 scheduler: scheduler_name(c.scheduler).to_owned(),
                 active: state.counters.active.load(Relaxed),
-                udp_sessions: None,
+                udp_sessions: (c.protocol == Protocol::Udp)
+                    .then(|| state.counters.udp.sessions_active.load(Relaxed)),
                 backends: snapshot
                     .backends
                     .iter()
@@ -534,7 +553,6 @@ pub async fn serve(
     source: Source,
     until: Option<CancellationToken>,
 ) -> anyhow::Result<()> {
-    refuse_unsupported(&config).map_err(anyhow::Error::msg)?;
     warn_inactive_features(&config);
     let token = read_token(&config)?;
 
@@ -543,7 +561,7 @@ pub async fn serve(
     let mut bound = Vec::new();
     let mut failures = Vec::new();
     for service in &config.services {
-        match tandem_listener::bind_tcp(service.listen) {
+        match bind(service) {
             Ok(l) => bound.push((service.clone(), l)),
             Err(e) => failures.push(format!("service {}: {e}", service.name)),
         }

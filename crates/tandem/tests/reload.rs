@@ -13,9 +13,12 @@ use test_support::{free_addr, pattern, EchoServer, HoldServer, NamedServer, Tand
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A service: name, listen address, and (backend, weight) pairs.
+type ServiceSpec<'a> = (&'a str, SocketAddr, &'a [(SocketAddr, u32)]);
+
 fn yaml(
     admin: SocketAddr,
-    services: &[(&str, SocketAddr, &[(SocketAddr, u32)])],
+    services: &[ServiceSpec<'_>],
     extra: &str,
 ) -> String {
     let mut y = format!("admin:\n  listen: {admin}\nservices:\n");

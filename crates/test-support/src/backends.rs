@@ -241,3 +241,38 @@ impl Blackhole {
         self.addr
     }
 }
+
+/// A UDP server that answers every datagram with `NAME:` followed by the datagram.
+#[derive(Debug)]
+pub struct UdpNamedEcho {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl UdpNamedEcho {
+    pub async fn start(name: &str) -> Self {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind a UDP test backend on 127.0.0.1");
+        let addr = socket.local_addr().expect("local addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let prefix = format!("{name}:").into_bytes();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                counter.fetch_add(1, SeqCst);
+                let mut reply = prefix.clone();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = socket.send_to(&reply, from).await;
+            }
+        });
+        UdpNamedEcho {
+            addr,
+            accepted,
+            task,
+        }
+    }
+}
+server_common!(UdpNamedEcho);

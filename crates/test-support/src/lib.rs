@@ -8,7 +8,7 @@
 mod backends;
 mod process;
 
-pub use backends::{Blackhole, DrainThenReply, EchoServer, HoldServer, NamedServer};
+pub use backends::{Blackhole, DrainThenReply, EchoServer, HoldServer, NamedServer, UdpNamedEcho};
 pub use process::Tandem;
 
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,381 @@
+//! UDP load balancing with sessions, the way nginx's stream module and Envoy's
+//! udp_proxy do it: the first datagram of a client address picks a backend,
+//! later datagrams of that client go to the same backend through the session's
+//! own connected upstream socket, and replies go back to the client from the
+//! listen address.
+//!
+//! Why this shape: the session map is owned by the one task that receives on
+//! the listen socket, so looking a client up takes no lock; each session's
+//! replies are pumped by a task of its own that never touches the map. Buffers
+//! are one per receive loop and one per worker thread for replies: nothing is
+//! allocated per datagram. A session ends when it has been idle for
+//! `session_timeout`, after `replies_per_request` replies per request, when its
+//! backend refuses (ICMP port unreachable, counted as a passive failure), or
+//! when it is cut after a drain.
+
+use std::cell::RefCell;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_core::{Backend, ConnectFailure};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::service::{ServiceState, Snapshot};
+use crate::tcp::eject_if_failing;
+
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+/// How often the receive loop forgets sessions that have ended.
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// Per-service UDP counters, read by the metrics collector.
+#[derive(Debug, Default)]
+pub struct UdpCounters {
+    pub sessions_active: AtomicU64,
+    pub sessions_total: AtomicU64,
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub dropped_max_sessions: AtomicU64,
+    pub dropped_no_backend: AtomicU64,
+    pub dropped_busy: AtomicU64,
+    pub dropped_refused: AtomicU64,
+}
+
+impl UdpCounters {
+    /// Drop counters by reason, as exported.
+    pub fn drops(&self) -> [(&'static str, u64); 4] {
+        [
+            ("max_sessions", self.dropped_max_sessions.load(Relaxed)),
+            ("no_backend", self.dropped_no_backend.load(Relaxed)),
+            ("busy", self.dropped_busy.load(Relaxed)),
+            ("backend_refused", self.dropped_refused.load(Relaxed)),
+        ]
+    }
+}
+
+/// Receives datagrams for one UDP service until told to stop.
+#[derive(Debug)]
+pub struct UdpAcceptor {
+    pub service: Arc<ServiceState>,
+    pub socket: Arc<UdpSocket>,
+    /// The same socket as a plain non-blocking std socket: replies are sent
+    /// with one direct syscall, never waiting on tokio's readiness state.
+    pub sender: Arc<std::net::UdpSocket>,
+    pub tracker: TaskTracker,
+    /// Cancelled when this service's sessions must end (after a drain).
+    pub cut: CancellationToken,
+}
+
+/// What the receive loop keeps of a session.
+struct Session {
+    /// The session's connected upstream socket (a std handle: sends are one syscall).
+    upstream: std::net::UdpSocket,
+    backend: Arc<Backend>,
+    shared: Arc<SessionShared>,
+}
+
+/// What the receive loop and the session's reply task share.
+struct SessionShared {
+    started: Instant,
+    /// Milliseconds since `started` of the last datagram either way.
+    last_ms: AtomicU64,
+    requests: AtomicU64,
+    ended: AtomicBool,
+}
+
+impl SessionShared {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.started.elapsed().as_millis() as u64, Relaxed);
+    }
+}
+
+impl UdpAcceptor {
+    pub async fn run(self, stop: CancellationToken) {
+        let local = self
+            .socket
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut sweep = tokio::time::interval(SWEEP);
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, client)) => self.forward(&mut sessions, client, &buf[..n]),
+                    Err(e) => {
+                        // ECONNREFUSED and friends can surface on an unconnected
+                        // socket; nothing to do but carry on.
+                        debug!(service = %self.service.name, error = %e, "udp receive failed");
+                    }
+                },
+                _ = sweep.tick() => sessions.retain(|_, s| !s.shared.ended.load(Relaxed)),
+            }
+        }
+        info!(service = %self.service.name, listen = %local, sessions = sessions.len(), "stopped receiving");
+    }
+
+    fn forward(
+        &self,
+        sessions: &mut HashMap<SocketAddr, Session>,
+        client: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let counters = &self.service.counters.udp;
+        counters.datagrams_in.fetch_add(1, Relaxed);
+        counters.bytes_in.fetch_add(datagram.len() as u64, Relaxed);
+        if sessions
+            .get(&client)
+            .is_some_and(|s| s.shared.ended.load(Relaxed))
+        {
+            sessions.remove(&client);
+        }
+        let session = match sessions.entry(client) {
+            Entry::Occupied(existing) => existing.into_mut(),
+            Entry::Vacant(vacant) => {
+                let snapshot = self.service.snapshot.load();
+                if let Some(max) = snapshot.config.udp.max_sessions {
+                    if counters.sessions_active.load(Relaxed) >= u64::from(max.get()) {
+                        counters.dropped_max_sessions.fetch_add(1, Relaxed);
+                        return;
+                    }
+                }
+                match self.open_session(&snapshot, client) {
+                    Ok(Some(session)) => vacant.insert(session),
+                    Ok(None) => {
+                        counters.dropped_no_backend.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(service = %self.service.name, error = %e, "cannot open an upstream udp socket");
+                        counters.dropped_busy.fetch_add(1, Relaxed);
+                        return;
+                    }
+                }
+            }
+        };
+        session.shared.requests.fetch_add(1, Relaxed);
+        session.shared.touch();
+        match session.upstream.send(datagram) {
+            Ok(n) => session.backend.add_bytes_from_client(n as u64),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                // An earlier datagram drew an ICMP port unreachable.
+                counters.dropped_refused.fetch_add(1, Relaxed);
+                session.shared.ended.store(true, Relaxed);
+            }
+            Err(_) => {
+                counters.dropped_busy.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Picks a backend and starts the session's reply task; `Ok(None)` when no
+    /// backend is available.
+    fn open_session(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        client: SocketAddr,
+    ) -> io::Result<Option<Session>> {
+        let Some(index) = tandem_scheduler::pick(
+            &*snapshot.scheduler,
+            snapshot.on_all_down(),
+            &snapshot.backends,
+            client,
+            &[],
+        ) else {
+            return Ok(None);
+        };
+        let Some(backend) = snapshot.backends.get(index).cloned() else {
+            return Ok(None);
+        };
+        let target = backend.address().socket_addr();
+        let bind: SocketAddr = if target.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let std_socket = std::net::UdpSocket::bind(bind)?;
+        std_socket.connect(target)?;
+        std_socket.set_nonblocking(true)?;
+        let sender = std_socket.try_clone()?;
+        let upstream = UdpSocket::from_std(std_socket)?;
+        let shared = Arc::new(SessionShared {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+        });
+        let counters = &self.service.counters.udp;
+        counters.sessions_active.fetch_add(1, Relaxed);
+        counters.sessions_total.fetch_add(1, Relaxed);
+        let task = ReplyTask {
+            service: Arc::clone(&self.service),
+            snapshot: Arc::clone(snapshot),
+            backend: Arc::clone(&backend),
+            client,
+            listen: Arc::clone(&self.sender),
+            upstream,
+            shared: Arc::clone(&shared),
+            cut: self.cut.clone(),
+        };
+        self.tracker.spawn(task.run());
+        Ok(Some(Session {
+            upstream: sender,
+            backend,
+            shared,
+        }))
+    }
+}
+
+thread_local! {
+    /// One reply buffer per worker thread: a reply is received and sent on
+    /// without awaiting in between, so no two sessions ever share it at once.
+    static REPLY_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_DATAGRAM]);
+}
+
+struct ReplyTask {
+    service: Arc<ServiceState>,
+    snapshot: Arc<Snapshot>,
+    backend: Arc<Backend>,
+    client: SocketAddr,
+    listen: Arc<std::net::UdpSocket>,
+    upstream: UdpSocket,
+    shared: Arc<SessionShared>,
+    cut: CancellationToken,
+}
+
+/// Why a session ended, for the access log.
+#[derive(Debug, Clone, Copy)]
+enum SessionEnd {
+    Idle,
+    Replied,
+    Refused,
+    Cut,
+    Error,
+}
+
+impl SessionEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            SessionEnd::Idle => "idle_timeout",
+            SessionEnd::Replied => "replied",
+            SessionEnd::Refused => "backend_refused",
+            SessionEnd::Cut => "cut",
+            SessionEnd::Error => "error",
+        }
+    }
+}
+
+impl ReplyTask {
+    async fn run(self) {
+        let _active = self.backend.open_connection();
+        let config = &self.snapshot.config;
+        let timeout = config.udp.session_timeout;
+        let per_request = config.udp.replies_per_request.map(|n| u64::from(n.get()));
+        let counters = &self.service.counters.udp;
+        let mut replies = 0u64;
+        let mut bytes_out = 0u64;
+        let idle = tokio::time::sleep(timeout);
+        tokio::pin!(idle);
+        let end = loop {
+            if self.shared.ended.load(Relaxed) {
+                break SessionEnd::Refused;
+            }
+            tokio::select! {
+                // ICMP errors (port unreachable) raise EPOLLERR, not EPOLLIN.
+                ready = self.upstream.ready(Interest::READABLE | Interest::ERROR) => {
+                    let Ok(ready) = ready else {
+                        break SessionEnd::Error;
+                    };
+                    let result = if ready.is_error() {
+                        match self.upstream.take_error() {
+                            Ok(Some(e)) => Err(e),
+                            _ => Err(io::Error::other("socket error")),
+                        }
+                    } else {
+                        self.pump_replies(&mut replies, &mut bytes_out)
+                    };
+                    match result {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                            counters.dropped_refused.fetch_add(1, Relaxed);
+                            let in_a_row = self.backend.record_connect_failure(ConnectFailure::Refused);
+                            warn!(service = %self.service.name, backend = %self.backend.label(), "udp backend refused (ICMP port unreachable)");
+                            eject_if_failing(&self.snapshot, &self.backend, in_a_row);
+                            break SessionEnd::Refused;
+                        }
+                        Err(_) => break SessionEnd::Error,
+                    }
+                    if per_request.is_some_and(|per| replies >= per * self.shared.requests.load(Relaxed)) {
+                        break SessionEnd::Replied;
+                    }
+                }
+                () = &mut idle => {
+                    let last = self.shared.started + Duration::from_millis(self.shared.last_ms.load(Relaxed));
+                    if last.elapsed() >= timeout {
+                        break SessionEnd::Idle;
+                    }
+                    idle.as_mut().reset(last + timeout);
+                }
+                () = self.cut.cancelled() => break SessionEnd::Cut,
+            }
+        };
+        self.shared.ended.store(true, Relaxed);
+        counters.sessions_active.fetch_sub(1, Relaxed);
+        if config.access_log {
+            info!(
+                target: "tandem::access",
+                client = %self.client,
+                service = %self.service.name,
+                backend = %self.backend.label(),
+                requests = self.shared.requests.load(Relaxed),
+                replies,
+                bytes_out,
+                ending = end.as_str(),
+                "udp session"
+            );
+        }
+    }
+
+    /// Moves every reply waiting on the upstream socket to the client.
+    fn pump_replies(&self, replies: &mut u64, bytes_out: &mut u64) -> io::Result<()> {
+        let counters = &self.service.counters.udp;
+        REPLY_BUFFER.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            loop {
+                let n = match self.upstream.try_recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                self.shared.touch();
+                *replies += 1;
+                *bytes_out += n as u64;
+                self.backend.add_bytes_to_client(n as u64);
+                match self.listen.send_to(&buf[..n], self.client) {
+                    Ok(_) => {
+                        counters.datagrams_out.fetch_add(1, Relaxed);
+                        counters.bytes_out.fetch_add(n as u64, Relaxed);
+                    }
+                    Err(_) => {
+                        counters.dropped_busy.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        })
+    }
+}
