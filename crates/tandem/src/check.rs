@@ -66,7 +66,7 @@ pub fn summary(config: &Config, origin: &str) -> String {
             out,
             "{:<20} {:<5} {:<24} {:<18} {:<8} {}",
             s.name,
-            s.protocol,
+            s.protocol.as_str(),
             s.listen.to_string(),
             scheduler_name(s.scheduler),
             health_name(s.health.kind),

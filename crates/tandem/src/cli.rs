@@ -66,6 +66,8 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print a ready configuration for a kubeadm control plane (VIP + apiservers).
+    InitConfig(InitConfigArgs),
     /// Run three local backends with tandem in front of them, and print what to try.
     Demo {
         /// The port tandem listens on (127.0.0.1).
@@ -86,4 +88,33 @@ pub struct AdminArgs {
     /// A file holding the bearer token (overrides the file's `admin.token_file`).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+}
+
+/// `tandem init-config --vip 198.18.0.100/24 --interface eth0 --backends A:6443,B:6443,C:6443 --priority 150`
+#[derive(Debug, clap::Args)]
+pub struct InitConfigArgs {
+    /// The virtual IP with its prefix length, e.g. 198.18.0.100/24.
+    #[arg(long)]
+    pub vip: String,
+    /// The interface that carries the VIP and the VRRP adverts.
+    #[arg(long)]
+    pub interface: String,
+    /// The kube-apiservers, IP:PORT, comma-separated.
+    #[arg(long)]
+    pub backends: String,
+    /// This node's VRRP priority (1-254; the highest healthy node holds the VIP).
+    #[arg(long, default_value_t = 100)]
+    pub priority: u8,
+    /// The port tandem listens on at the VIP (not 6443: kube-apiserver has it).
+    #[arg(long, default_value_t = 8443)]
+    pub port: u16,
+    /// The VRRP virtual router id, the same on every node.
+    #[arg(long, default_value_t = 51)]
+    pub vrid: u8,
+    /// The service name.
+    #[arg(long, default_value = "kube-apiserver")]
+    pub name: String,
+    /// Verify the apiservers' certificates with this CA (default: `tls.verify: false`).
+    #[arg(long)]
+    pub ca_file: Option<String>,
 }

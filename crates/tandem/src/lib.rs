@@ -12,6 +12,7 @@ mod check;
 mod cli;
 mod daemon;
 mod demo;
+mod init_config;
 mod logging;
 mod sd_notify;
 
@@ -41,6 +42,7 @@ pub fn main() -> ExitCode {
             admin,
         } => admin_client::set_draining(admin, service, backend, false),
         Command::Reload { admin } => admin_client::reload(admin),
+        Command::InitConfig(args) => init_config::run(args),
     };
     match result {
         Ok(code) => code,

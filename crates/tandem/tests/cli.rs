@@ -180,3 +180,68 @@ async fn demo_answers_with_each_backend_name_in_turn() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+#[test]
+fn init_config_prints_a_valid_kubeadm_config_differing_only_by_priority() {
+    let run = |priority: &str| {
+        let out = Command::new(bin())
+            .args([
+                "init-config",
+                "--vip",
+                "198.18.0.100/24",
+                "--interface",
+                "eth0",
+                "--backends",
+                "198.18.0.11:6443,198.18.0.12:6443,198.18.0.13:6443",
+                "--priority",
+                priority,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (node1, node2) = (run("150"), run("140"));
+    let differing: Vec<_> = node1
+        .lines()
+        .zip(node2.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(differing, [("      priority: 150", "      priority: 140")]);
+    assert!(node1.contains("listen: 198.18.0.100:8443"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tandem.yaml");
+    std::fs::write(&path, &node1).unwrap();
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn init_config_refuses_host_names() {
+    let out = Command::new(bin())
+        .args([
+            "init-config",
+            "--vip",
+            "198.18.0.100/24",
+            "--interface",
+            "eth0",
+            "--backends",
+            "node1:6443",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host names are not resolved"));
+}

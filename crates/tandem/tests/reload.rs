@@ -16,11 +16,7 @@ use tokio::net::TcpStream;
 /// A service: name, listen address, and (backend, weight) pairs.
 type ServiceSpec<'a> = (&'a str, SocketAddr, &'a [(SocketAddr, u32)]);
 
-fn yaml(
-    admin: SocketAddr,
-    services: &[ServiceSpec<'_>],
-    extra: &str,
-) -> String {
+fn yaml(admin: SocketAddr, services: &[ServiceSpec<'_>], extra: &str) -> String {
     let mut y = format!("admin:\n  listen: {admin}\nservices:\n");
     for (name, listen, backends) in services {
         y.push_str(&format!(
