@@ -11,6 +11,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{HistogramOpts, HistogramVec, Registry};
 use tandem_core::{Backend, ConnectFailure, Protocol};
+use tandem_forward::Forwarder;
 
 use crate::service::ServiceState;
 
@@ -46,7 +47,11 @@ pub struct ListenerMetrics {
 
 impl ListenerMetrics {
     /// Registers the listener's metric families into `registry`.
-    pub fn register(registry: &Registry, services: Arc<Services>) -> prometheus::Result<Self> {
+    pub fn register(
+        registry: &Registry,
+        services: Arc<Services>,
+        forwarder: Forwarder,
+    ) -> prometheus::Result<Self> {
         let durations = HistogramVec::new(
             HistogramOpts::new(
                 "tandem_connection_duration_seconds",
@@ -59,7 +64,7 @@ impl ListenerMetrics {
             &["service"],
         )?;
         registry.register(Box::new(durations.clone()))?;
-        registry.register(Box::new(BackendCollector::new(services)?))?;
+        registry.register(Box::new(BackendCollector::new(services, forwarder)?))?;
         Ok(ListenerMetrics { durations })
     }
 
@@ -82,6 +87,8 @@ struct Family {
 
 struct BackendCollector {
     services: Arc<Services>,
+    forwarder: Forwarder,
+    forwarded: Family,
     connections: Family,
     active: Family,
     bytes: Family,
@@ -96,7 +103,7 @@ struct BackendCollector {
 }
 
 impl BackendCollector {
-    fn new(services: Arc<Services>) -> prometheus::Result<Self> {
+    fn new(services: Arc<Services>, forwarder: Forwarder) -> prometheus::Result<Self> {
         let family =
             |name: &str, help: &str, labels: &[&str], kind| -> prometheus::Result<Family> {
                 Ok(Family {
@@ -112,6 +119,13 @@ impl BackendCollector {
         let sb = &["service", "backend"];
         Ok(BackendCollector {
             services,
+            forwarder,
+            forwarded: family(
+                "tandem_forwarded_bytes_total",
+                "TCP payload bytes moved, both directions, by method: splice (zero copy) or copy (userspace).",
+                &["method"],
+                MetricType::COUNTER,
+            )?,
             connections: family(
                 "tandem_connections_total",
                 "TCP connections proxied to a backend (counted when the backend connect succeeds).",
@@ -225,6 +239,7 @@ impl Family {
 impl Collector for BackendCollector {
     fn desc(&self) -> Vec<&Desc> {
         [
+            &self.forwarded,
             &self.connections,
             &self.active,
             &self.bytes,
@@ -243,6 +258,17 @@ impl Collector for BackendCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        let mut forwarded = self.forwarded.start();
+        for (method, value) in [
+            ("splice", self.forwarder.spliced_bytes()),
+            ("copy", self.forwarder.copied_bytes()),
+        ] {
+            forwarded.mut_metric().push(metric(
+                MetricType::COUNTER,
+                &[("method", method)],
+                value as f64,
+            ));
+        }
         let mut connections = self.connections.start();
         let mut active = self.active.start();
         let mut bytes = self.bytes.start();
@@ -335,6 +361,7 @@ impl Collector for BackendCollector {
             }
         }
         let families = [
+            forwarded,
             connections,
             active,
             bytes,

@@ -306,8 +306,10 @@ pub(crate) fn eject_if_failing(snapshot: &Snapshot, backend: &Backend, in_a_row:
     let Some(limit) = health.eject_after else {
         return;
     };
+    // The health checker logs the transition (one line, with this reason) when
+    // it notices at its next probe; here it is only a debug line.
     if health.kind != HealthKind::None && in_a_row >= limit.get() && backend.set_up(false) {
-        warn!(
+        debug!(
             backend = %backend.label(),
             failures = in_a_row,
             "backend ejected after consecutive connect failures; health checks will bring it back"

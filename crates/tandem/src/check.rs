@@ -101,14 +101,6 @@ pub fn summary(config: &Config, origin: &str) -> String {
         );
     }
     let mut notes = Vec::new();
-    for s in &config.services {
-        if s.health.kind != HealthKind::None {
-            notes.push(format!(
-                "service {}: health checks are not run by this version; backends are treated as up",
-                s.name
-            ));
-        }
-    }
     if !config.vrrp.instances.is_empty() {
         notes.push("vrrp: not run by this version; no virtual IP is managed".to_owned());
     }

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use tandem_config::{Config, HealthKind, SchedulerKind};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use tandem_config::{Config, SchedulerKind};
 use tandem_core::{ListenAddress, Protocol};
 use tandem_forward::Forwarder;
 use tandem_listener::{
@@ -99,11 +99,6 @@ pub fn raise_open_file_limit() {
 /// Says once which configured features this version does not act on, so
 /// nobody believes they are protected by something that does not run.
 fn warn_inactive_features(config: &Config) {
-    for s in &config.services {
-        if s.health.kind != HealthKind::None {
-            warn!(service = %s.name, "health checks are parsed but not run by this version; backends are treated as up");
-        }
-    }
     if !config.vrrp.instances.is_empty() {
         warn!("the vrrp section is parsed but VRRP is not run by this version; no virtual IP is managed");
     }
@@ -130,6 +125,8 @@ struct RunningService {
     stop: CancellationToken,
     cut: CancellationToken,
     acceptor: JoinHandle<()>,
+    health: tandem_health::Handle,
+    health_stop: CancellationToken,
 }
 
 /// What reload replaces; guarded by one async mutex, which serialises reloads.
@@ -181,6 +178,8 @@ pub struct Daemon {
     tracker: TaskTracker,
     cut_all: CancellationToken,
     listener_metrics: ListenerMetrics,
+    health_durations: HistogramVec,
+    health_handles: Mutex<HashMap<String, tandem_health::Handle>>,
     services: Arc<Services>,
     running: tokio::sync::Mutex<Running>,
     reload_metrics: ReloadMetrics,
@@ -190,10 +189,31 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Builds the health checker of a service; fails only on unreadable TLS files.
+    fn checker(&self, state: &ServiceState) -> Result<tandem_health::Checker, String> {
+        let snapshot = state.snapshot.load();
+        let checker = tandem_health::Checker::new(
+            state.name.clone(),
+            &snapshot.config.health,
+            snapshot.backends.as_slice().to_vec(),
+        )
+        .map_err(|e| format!("service {}: health: {e}", state.name))?;
+        let durations = self.health_durations.clone();
+        checker
+            .handle()
+            .set_probe_observer(Some(Arc::new(move |report: &tandem_health::ProbeReport| {
+                durations
+                    .with_label_values(&[report.service.as_str(), report.backend.as_str()])
+                    .observe(report.duration.as_secs_f64());
+            })));
+        Ok(checker)
+    }
+
     fn start_acceptor(
         &self,
         state: Arc<ServiceState>,
         bound: Bound,
+        checker: tandem_health::Checker,
     ) -> anyhow::Result<RunningService> {
         let config = state.snapshot.load().config.clone();
         let stop = CancellationToken::new();
@@ -229,6 +249,9 @@ impl Daemon {
             scheduler = scheduler_name(config.scheduler),
             "listening"
         );
+        let health = checker.handle();
+        let health_stop = CancellationToken::new();
+        tokio::spawn(checker.run(health_stop.clone()));
         Ok(RunningService {
             state,
             listen: config.listen,
@@ -236,6 +259,8 @@ impl Daemon {
             stop,
             cut,
             acceptor: task,
+            health,
+            health_stop,
         })
     }
 
@@ -296,7 +321,12 @@ impl Daemon {
             warn!("reload: vrrp settings change only at restart");
         }
 
-        // Bind every listener the new file needs before touching anything.
+        // Everything that can fail comes first: TLS files of health checks...
+        for service in &new.services {
+            tandem_health::Prober::new(&service.health)
+                .map_err(|e| format!("service {}: health: {e}", service.name))?;
+        }
+        // ...and every listener the new file needs.
         let mut fresh = HashMap::new();
         for service in &new.services {
             let kept = running.services.iter().any(|r| {
@@ -336,6 +366,7 @@ impl Daemon {
                         summary.updated.push(service.name.clone());
                     }
                     kept.state.update(service.clone());
+                    update_health(&kept);
                     running.services.push(kept);
                 }
                 (Some(moved), Some(listener)) => {
@@ -343,11 +374,16 @@ impl Daemon {
                     // its open connections keep flowing, never cut by the move.
                     moved.stop.cancel();
                     moved.state.update(service.clone());
+                    update_health(&moved);
                     summary.moved.push(format!(
                         "{} ({} -> {})",
                         service.name, moved.listen, service.listen
                     ));
-                    match self.start_acceptor(Arc::clone(&moved.state), listener) {
+                    let checker = self.checker(&moved.state);
+                    moved.health_stop.cancel();
+                    match checker.map_err(anyhow::Error::msg).and_then(|c| {
+                        self.start_acceptor(Arc::clone(&moved.state), listener, c)
+                    }) {
                         Ok(r) => running.services.push(r),
                         Err(e) => error!("{e:#}"),
                     }
@@ -355,7 +391,11 @@ impl Daemon {
                 (None, Some(listener)) => {
                     let state = ServiceState::new(service.clone(), &self.listener_metrics);
                     summary.added.push(service.name.clone());
-                    match self.start_acceptor(state, listener) {
+                    match self
+                        .checker(&state)
+                        .map_err(anyhow::Error::msg)
+                        .and_then(|c| self.start_acceptor(state, listener, c))
+                    {
                         Ok(r) => running.services.push(r),
                         Err(e) => error!("{e:#}"),
                     }
@@ -365,6 +405,7 @@ impl Daemon {
         }
         for (name, removed) in old {
             removed.stop.cancel();
+            removed.health_stop.cancel();
             drain_then_cut(&removed.state, removed.cut.clone());
             summary.removed.push(name);
         }
@@ -381,6 +422,7 @@ impl Daemon {
         }
         for r in running.services.iter_mut() {
             let _ = (&mut r.acceptor).await;
+            r.health_stop.cancel();
         }
         for r in &running.services {
             drain_then_cut(&r.state, r.cut.clone());
@@ -409,6 +451,18 @@ impl Daemon {
             .iter()
             .map(|r| r.state.counters.cut_at_drain.load(Relaxed))
             .sum()
+    }
+}
+
+/// Points a running checker at the service's new snapshot: backends that stay
+/// keep their health state, new ones start at `initial`.
+fn update_health(service: &RunningService) {
+    let snapshot = service.state.snapshot.load();
+    if let Err(e) = service
+        .health
+        .update(&snapshot.config.health, snapshot.backends.as_slice().to_vec())
+    {
+        error!(service = %service.state.name, error = %e, "health settings not applied");
     }
 }
 
@@ -486,6 +540,12 @@ impl AdminApi for Daemon {
 }
 
 fn status_of(daemon: &Daemon) -> Status {
+    let handles = daemon
+        .health_handles
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let now = SystemTime::now();
     let services = daemon
         .services
         .load()
@@ -493,6 +553,10 @@ fn status_of(daemon: &Daemon) -> Status {
         .map(|state| {
             let snapshot = state.snapshot.load();
             let c = &snapshot.config;
+            let reports = handles
+                .get(&state.name)
+                .map(|h| h.last_results())
+                .unwrap_or_default();
             tandem_metrics::ServiceStatus {
                 name: c.name.clone(),
                 protocol: c.protocol.to_string(),
@@ -514,7 +578,14 @@ fn status_of(daemon: &Daemon) -> Status {
                         total: b.total_connections(),
                         bytes_in: b.bytes_from_client(),
                         bytes_out: b.bytes_to_client(),
-                        last_check: None,
+                        last_check: reports.iter().find(|r| r.backend == b.label()).map(|r| {
+                            tandem_metrics::CheckStatus {
+                                ok: r.ok,
+                                detail: r.reason.clone(),
+                                seconds_ago: now.duration_since(r.at).map_or(0, |d| d.as_secs()),
+                                duration_ms: r.duration.as_millis() as u64,
+                            }
+                        }),
                     })
                     .collect(),
             }
@@ -588,18 +659,34 @@ pub async fn serve(
 
     let registry = tandem_metrics::registry();
     let services = Services::new();
-    let listener_metrics = ListenerMetrics::register(&registry, Arc::clone(&services))
-        .context("cannot register listener metrics")?;
+    let forwarder = Forwarder::new();
+    let listener_metrics =
+        ListenerMetrics::register(&registry, Arc::clone(&services), forwarder.clone())
+            .context("cannot register listener metrics")?;
     let reload_metrics =
         ReloadMetrics::register(&registry).context("cannot register reload metrics")?;
+    let health_durations = HistogramVec::new(
+        HistogramOpts::new(
+            "tandem_health_check_duration_seconds",
+            "How long health probes took, successful or not.",
+        )
+        .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        &["service", "backend"],
+    )
+    .context("health histogram")?;
+    registry
+        .register(Box::new(health_durations.clone()))
+        .context("cannot register health metrics")?;
     reload_metrics.last_success.set(unix_now() as i64);
 
     let daemon = Arc::new(Daemon {
         source: source.clone(),
-        forwarder: Forwarder::new(),
+        forwarder,
         tracker: TaskTracker::new(),
         cut_all: CancellationToken::new(),
         listener_metrics,
+        health_durations,
+        health_handles: Mutex::new(HashMap::new()),
         services,
         running: tokio::sync::Mutex::new(Running {
             config: config.clone(),
@@ -617,9 +704,10 @@ pub async fn serve(
         let mut running = daemon.running.lock().await;
         for (service, listener) in bound {
             let state = ServiceState::new(service, &daemon.listener_metrics);
+            let checker = daemon.checker(&state).map_err(anyhow::Error::msg)?;
             running
                 .services
-                .push(daemon.start_acceptor(state, listener)?);
+                .push(daemon.start_acceptor(state, listener, checker)?);
         }
         daemon.publish(&running);
     }
