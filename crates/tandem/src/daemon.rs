@@ -199,13 +199,13 @@ impl Daemon {
         )
         .map_err(|e| format!("service {}: health: {e}", state.name))?;
         let durations = self.health_durations.clone();
-        checker
-            .handle()
-            .set_probe_observer(Some(Arc::new(move |report: &tandem_health::ProbeReport| {
+        checker.handle().set_probe_observer(Some(Arc::new(
+            move |report: &tandem_health::ProbeReport| {
                 durations
                     .with_label_values(&[report.service.as_str(), report.backend.as_str()])
                     .observe(report.duration.as_secs_f64());
-            })));
+            },
+        )));
         Ok(checker)
     }
 
@@ -272,6 +272,11 @@ impl Daemon {
                 .map(|s| Arc::clone(&s.state))
                 .collect(),
         );
+        *self.health_handles.lock().unwrap_or_else(|p| p.into_inner()) = running
+            .services
+            .iter()
+            .map(|s| (s.state.name.clone(), s.health.clone()))
+            .collect();
     }
 
     /// Reads the file again and applies the difference; all or nothing.
@@ -381,9 +386,10 @@ impl Daemon {
                     ));
                     let checker = self.checker(&moved.state);
                     moved.health_stop.cancel();
-                    match checker.map_err(anyhow::Error::msg).and_then(|c| {
-                        self.start_acceptor(Arc::clone(&moved.state), listener, c)
-                    }) {
+                    match checker
+                        .map_err(anyhow::Error::msg)
+                        .and_then(|c| self.start_acceptor(Arc::clone(&moved.state), listener, c))
+                    {
                         Ok(r) => running.services.push(r),
                         Err(e) => error!("{e:#}"),
                     }
@@ -458,10 +464,10 @@ impl Daemon {
 /// keep their health state, new ones start at `initial`.
 fn update_health(service: &RunningService) {
     let snapshot = service.state.snapshot.load();
-    if let Err(e) = service
-        .health
-        .update(&snapshot.config.health, snapshot.backends.as_slice().to_vec())
-    {
+    if let Err(e) = service.health.update(
+        &snapshot.config.health,
+        snapshot.backends.as_slice().to_vec(),
+    ) {
         error!(service = %service.state.name, error = %e, "health settings not applied");
     }
 }
@@ -670,7 +676,9 @@ pub async fn serve(
             "tandem_health_check_duration_seconds",
             "How long health probes took, successful or not.",
         )
-        .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]),
         &["service", "backend"],
     )
     .context("health histogram")?;

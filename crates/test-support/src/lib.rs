@@ -7,9 +7,11 @@
 
 mod backends;
 mod process;
+mod tls;
 
 pub use backends::{Blackhole, DrainThenReply, EchoServer, HoldServer, NamedServer, UdpNamedEcho};
 pub use process::Tandem;
+pub use tls::{http_server, https_server, HttpState, Pki};
 
 use std::net::{SocketAddr, TcpListener};
 

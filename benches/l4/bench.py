@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""Side-by-side L4 benchmark of tandem, HAProxy, nginx and no proxy.
+
+Every proxy runs single-threaded, pinned to core 0; load generators and
+backends are pinned to core 1. Targets are measured in interleaved rounds
+(A B C D, A B C D, ...) so that drift of the machine hits all of them alike.
+Reported: medians with min-max, and the proxy's CPU time per unit of work,
+read from /proc/PID/stat around each measurement. Traffic goes to 127.0.0.1 only.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+TICK = os.sysconf("SC_CLK_TCK")
+
+# Ports: backends, then one block per proxy.
+IPERF = 15201
+HTTP = 18081
+DNS = 15353
+IDLE_BACKEND = 18082
+PORTS = {  # target -> (bulk, http, idle, dns)
+    "direct": (IPERF, HTTP, IDLE_BACKEND, DNS),
+    "tandem": (21001, 21002, 21003, 21004),
+    "haproxy-splice": (22001, 22002, 22003, None),
+    "haproxy": (23001, 23002, 23003, None),
+    "nginx": (24001, 24002, 24003, 24004),
+}
+TANDEM_ADMIN = 21099
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def pinned(cpu, argv, **kw):
+    return subprocess.Popen(["taskset", "-c", cpu] + argv, **kw)
+
+
+def wait_port(port, udp=False, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if udp:
+            return
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Lab:
+    def __init__(self, tandem_bin, workers):
+        self.dir = tempfile.mkdtemp(prefix="tandem-bench-")
+        self.procs = {}
+        self.tandem_bin = tandem_bin
+        self.workers = workers
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def write(self, name, text):
+        with open(self.path(name), "w") as f:
+            f.write(text)
+        return self.path(name)
+
+    def start(self, name, cpu, argv):
+        log = open(self.path(name + ".log"), "w")
+        self.procs[name] = pinned(cpu, argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self):
+        for p in self.procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def backends(self):
+        self.start("iperf3", LOAD_CPU, ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(IPERF)])
+        conf = self.write("backend-nginx.conf", f"""
+daemon off; master_process off; worker_processes 1;
+pid {self.path('backend-nginx.pid')}; error_log {self.path('backend-nginx.err')} crit;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path {self.dir}; proxy_temp_path {self.dir}; fastcgi_temp_path {self.dir};
+  uwsgi_temp_path {self.dir}; scgi_temp_path {self.dir};
+  server {{ listen 127.0.0.1:{HTTP}; listen 127.0.0.1:{IDLE_BACKEND};
+    location / {{ return 200 "ok\\n"; }} }}
+}}
+""")
+        self.start("backend-nginx", LOAD_CPU, ["nginx", "-p", self.dir, "-c", conf])
+        zone = self.write("bench.zone", "$ORIGIN bench.test.\n$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 300\n@ IN NS ns\nns IN A 198.18.0.53\nwww IN A 198.18.0.80\n")
+        d = self.dir
+        nsd = self.write("nsd.conf", f"""server:
+  ip-address: 127.0.0.1@{DNS}
+  username: ""
+  chroot: ""
+  zonesdir: "{d}"
+  database: ""
+  zonelistfile: "{d}/zone.list"
+  xfrdfile: "{d}/xfrd.state"
+  pidfile: "{d}/nsd.pid"
+  logfile: "{d}/nsd.log"
+  server-count: 1
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: bench.test
+  zonefile: {zone}
+""")
+        self.start("nsd", LOAD_CPU, ["nsd", "-d", "-c", nsd])
+        self.write("queries.txt", "www.bench.test A\n" * 1000)
+        for port in (IPERF, HTTP, IDLE_BACKEND):
+            wait_port(port)
+
+    def proxies(self):
+        b, h, i, d = PORTS["tandem"]
+        conf = self.write("tandem.yaml", f"""
+admin: {{ listen: 127.0.0.1:{TANDEM_ADMIN} }}
+runtime: {{ worker_threads: {self.workers} }}
+defaults: {{ connect_timeout: 3s, idle_timeout: 1h, forwarding: splice }}
+services:
+  - {{ name: bulk, listen: 127.0.0.1:{b}, backends: [{{ address: "127.0.0.1:{IPERF}" }}] }}
+  - {{ name: http, listen: 127.0.0.1:{h}, backends: [{{ address: "127.0.0.1:{HTTP}" }}] }}
+  - {{ name: idle, listen: 127.0.0.1:{i}, backends: [{{ address: "127.0.0.1:{IDLE_BACKEND}" }}] }}
+  - name: dns
+    protocol: udp
+    listen: 127.0.0.1:{d}
+    udp: {{ replies_per_request: 1 }}
+    backends: [{{ address: "127.0.0.1:{DNS}" }}]
+""")
+        self.start("tandem", PROXY_CPU, [self.tandem_bin, "--log-level", "warn", "run", "-c", conf])
+        for name, splice in (("haproxy-splice", True), ("haproxy", False)):
+            b, h, i, _ = PORTS[name]
+            opts = "  option splice-request\n  option splice-response\n" if splice else ""
+            conf = self.write(name + ".cfg", f"""global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode tcp
+  timeout connect 3s
+  timeout client 1h
+  timeout server 1h
+{opts}listen bulk
+  bind 127.0.0.1:{b}
+  server s 127.0.0.1:{IPERF}
+listen http
+  bind 127.0.0.1:{h}
+  server s 127.0.0.1:{HTTP}
+listen idle
+  bind 127.0.0.1:{i}
+  server s 127.0.0.1:{IDLE_BACKEND}
+""")
+            self.start(name, PROXY_CPU, ["haproxy", "-db", "-f", conf])
+        b, h, i, d = PORTS["nginx"]
+        conf = self.write("nginx.conf", f"""
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+daemon off; master_process off; worker_processes 1;
+pid {self.path('nginx.pid')}; error_log {self.path('nginx.err')} crit;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 20000; }}
+stream {{
+  server {{ listen 127.0.0.1:{b}; proxy_pass 127.0.0.1:{IPERF}; }}
+  server {{ listen 127.0.0.1:{h}; proxy_pass 127.0.0.1:{HTTP}; }}
+  server {{ listen 127.0.0.1:{i}; proxy_pass 127.0.0.1:{IDLE_BACKEND}; proxy_timeout 1h; }}
+  server {{ listen 127.0.0.1:{d} udp; proxy_pass 127.0.0.1:{DNS}; proxy_responses 1; }}
+}}
+""")
+        self.start("nginx", PROXY_CPU, ["nginx", "-p", self.dir, "-c", conf])
+        for name, ports in PORTS.items():
+            if name != "direct":
+                wait_port(ports[1])
+
+    def pid(self, target):
+        return None if target == "direct" else self.procs[target].pid
+
+
+def run_load(argv, timeout):
+    out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed: {out.stderr.strip()[:300]}")
+    return out.stdout
+
+
+def measured(lab, target, fn):
+    pid = lab.pid(target)
+    before = cpu_seconds(pid) if pid else 0.0
+    result = fn()
+    after = cpu_seconds(pid) if pid else 0.0
+    result["cpu_s"] = after - before
+    return result
+
+
+def bulk(lab, target, seconds, streams):
+    port = PORTS[target][0]
+
+    def go():
+        out = json.loads(run_load(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J"], seconds + 30))
+        end = out["end"]["sum_received"]
+        return {"gbit_s": end["bits_per_second"] / 1e9, "bytes": end["bytes"]}
+
+    r = measured(lab, target, go)
+    r["cpu_ms_per_gb"] = r["cpu_s"] * 1000 / (r["bytes"] / 1e9) if target != "direct" else None
+    return r
+
+
+def parse_wrk(text):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    total = int(re.search(r"(\d+) requests in", text).group(1))
+
+    def lat(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", text)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket_errors = re.search(r"Socket errors: (.*)", text)
+    return {"rps": rps, "requests": total, "p50_ms": lat(50), "p99_ms": lat(99),
+            "errors": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+def http_load(lab, target, seconds, close):
+    port = PORTS[target][1]
+    argv = ["wrk", "-t1", "-c50", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"]
+    if close:
+        argv[1:1] = ["-H", "Connection: close"]
+    r = measured(lab, target, lambda: parse_wrk(run_load(argv, seconds + 30)))
+    r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / r["requests"] if target != "direct" else None
+    return r
+
+
+def dns(lab, target, seconds):
+    port = PORTS[target][3]
+    if port is None:
+        return None
+
+    def go():
+        out = run_load(["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", lab.path("queries.txt"), "-l", str(seconds), "-c", "4", "-Q", "200000"], seconds + 30)
+        qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
+        done = int(re.search(r"Queries completed:\s+(\d+)", out).group(1))
+        lost = int(re.search(r"Queries lost:\s+(\d+)", out).group(1))
+        lat = re.search(r"Average Latency \(s\):\s+([\d.]+)", out)
+        return {"qps": qps, "queries": done, "lost": lost, "avg_latency_ms": float(lat.group(1)) * 1000 if lat else None}
+
+    r = measured(lab, target, go)
+    r["cpu_us_per_query"] = r["cpu_s"] * 1e6 / r["queries"] if target != "direct" and r["queries"] else None
+    return r
+
+
+def idle(lab, target, count):
+    """RSS growth of the proxy while it holds `count` idle connections."""
+    pid = lab.pid(target)
+    if pid is None:
+        return None
+    port = PORTS[target][2]
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            socks.append(s)
+        # One request on each so every connection is established to the backend too.
+        for s in socks:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+        for s in socks:
+            s.recv(256)
+        time.sleep(1.0)
+        after = rss_kib(pid)
+    finally:
+        for s in socks:
+            s.close()
+    return {"kib_per_conn": (after - before) / count, "rss_before_kib": before, "rss_after_kib": after}
+
+
+def tandem_counters():
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{TANDEM_ADMIN}/metrics", timeout=5).read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in body.splitlines():
+        m = re.match(r'tandem_forwarded_bytes_total\{method="(\w+)"\} ([\d.e+]+)', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+        m = re.match(r'tandem_connections_total\{service="(\w+)",backend="[^"]+"\} ([\d.e+]+)', line)
+        if m:
+            out["connections_" + m.group(1)] = float(m.group(2))
+    return out
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(m, digits=1):
+    if m is None:
+        return "–"
+    mid, lo, hi = m
+    if lo == hi:
+        return f"{mid:,.{digits}f}"
+    return f"{mid:,.{digits}f} ({lo:,.{digits}f}–{hi:,.{digits}f})"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tandem", required=True)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--seconds", type=int)
+    ap.add_argument("--idle", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--out", default="benches/results")
+    args = ap.parse_args()
+    rounds = args.rounds or (1 if args.quick else 5)
+    seconds = args.seconds or (2 if args.quick else 5)
+    targets = ["direct", "tandem", "haproxy-splice", "haproxy", "nginx"]
+    lab = Lab(args.tandem, args.workers)
+    results = {t: {} for t in targets}
+    try:
+        lab.backends()
+        lab.proxies()
+        for r in range(rounds):
+            print(f"round {r + 1}/{rounds}", file=sys.stderr)
+            for workload, fn in [
+                ("bulk1", lambda t: bulk(lab, t, seconds, 1)),
+                ("bulk4", lambda t: bulk(lab, t, seconds, 4)),
+                ("conn", lambda t: http_load(lab, t, seconds, True)),
+                ("keepalive", lambda t: http_load(lab, t, seconds, False)),
+                ("dns", lambda t: dns(lab, t, seconds)),
+            ]:
+                for t in targets:
+                    res = fn(t)
+                    if res is not None:
+                        results[t].setdefault(workload, []).append(res)
+                    time.sleep(0.5)
+        for t in targets:
+            res = idle(lab, t, args.idle)
+            if res:
+                results[t]["idle"] = [res]
+        counters = tandem_counters()
+    finally:
+        lab.stop()
+
+    os.makedirs(args.out, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rows = []  # (workload, metric, target, median, min, max)
+    for t in targets:
+        for workload, runs in results[t].items():
+            for key in runs[0]:
+                vals = [x[key] for x in runs if isinstance(x.get(key), (int, float))]
+                if vals:
+                    m = med(vals)
+                    rows.append((workload, key, t, *m))
+    tsv = os.path.join(args.out, f"l4-{stamp}.tsv")
+    with open(tsv, "w") as f:
+        f.write("workload\tmetric\ttarget\tmedian\tmin\tmax\n")
+        for row in rows:
+            f.write("\t".join(str(x) for x in row) + "\n")
+
+    def get(t, w, k):
+        runs = results[t].get(w)
+        if not runs:
+            return None
+        return med([x.get(k) for x in runs])
+
+    lines = [f"rounds: {rounds}, {seconds} s per measurement, tandem worker_threads: {args.workers}, "
+             f"proxies on core {PROXY_CPU}, load and backends on core {LOAD_CPU}; median (min–max)", ""]
+    header = "| workload | " + " | ".join(targets) + " |"
+    lines += [header, "|" + "---|" * (len(targets) + 1)]
+    spec = [
+        ("bulk 1 stream Gbit/s", "bulk1", "gbit_s", 2), ("bulk 1 stream CPU ms/GB", "bulk1", "cpu_ms_per_gb", 0),
+        ("bulk 4 streams Gbit/s", "bulk4", "gbit_s", 2), ("bulk 4 streams CPU ms/GB", "bulk4", "cpu_ms_per_gb", 0),
+        ("new conn/s", "conn", "rps", 0), ("new conn CPU µs/conn", "conn", "cpu_us_per_req", 1),
+        ("new conn p50 ms", "conn", "p50_ms", 2), ("new conn p99 ms", "conn", "p99_ms", 2),
+        ("keep-alive req/s", "keepalive", "rps", 0), ("keep-alive CPU µs/req", "keepalive", "cpu_us_per_req", 1),
+        ("keep-alive p50 ms", "keepalive", "p50_ms", 2), ("keep-alive p99 ms", "keepalive", "p99_ms", 2),
+        ("DNS queries/s", "dns", "qps", 0), ("DNS CPU µs/query", "dns", "cpu_us_per_query", 1),
+        ("idle KiB/conn", "idle", "kib_per_conn", 2),
+    ]
+    for label, w, k, d in spec:
+        lines.append(f"| {label} | " + " | ".join(fmt(get(t, w, k), d) for t in targets) + " |")
+    lines += ["", "Ratios (tandem / other, medians):", "", "| metric | vs haproxy-splice | vs haproxy | vs nginx | vs direct |", "|---|---|---|---|---|"]
+    for label, w, k, d in spec:
+        tv = get("tandem", w, k)
+        if tv is None:
+            continue
+        cells = []
+        for o in ["haproxy-splice", "haproxy", "nginx", "direct"]:
+            ov = get(o, w, k)
+            cells.append(f"{tv[0] / ov[0]:.2f}" if ov and ov[0] else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", f"tandem counters after the run: {json.dumps(counters)}"]
+    md = os.path.join(args.out, f"l4-{stamp}.md")
+    with open(md, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwrote {md} and {tsv}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
