@@ -66,6 +66,12 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Convert a keepalived.conf and a haproxy.cfg (as in kubeadm's HA guide) into a tandem configuration.
+    Migrate {
+        /// keepalived.conf and/or haproxy.cfg (told apart by their content).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Print a ready configuration for a kubeadm control plane (VIP + apiservers).
     InitConfig(InitConfigArgs),
     /// Run three local backends with tandem in front of them, and print what to try.

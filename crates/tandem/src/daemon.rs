@@ -272,7 +272,10 @@ impl Daemon {
                 .map(|s| Arc::clone(&s.state))
                 .collect(),
         );
-        *self.health_handles.lock().unwrap_or_else(|p| p.into_inner()) = running
+        *self
+            .health_handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = running
             .services
             .iter()
             .map(|s| (s.state.name.clone(), s.health.clone()))

@@ -14,6 +14,7 @@ mod daemon;
 mod demo;
 mod init_config;
 mod logging;
+mod migrate;
 mod sd_notify;
 
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ pub fn main() -> ExitCode {
         } => admin_client::set_draining(admin, service, backend, false),
         Command::Reload { admin } => admin_client::reload(admin),
         Command::InitConfig(args) => init_config::run(args),
+        Command::Migrate { files } => migrate::run(files),
     };
     match result {
         Ok(code) => code,

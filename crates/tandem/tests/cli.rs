@@ -245,3 +245,91 @@ fn init_config_refuses_host_names() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("host names are not resolved"));
 }
+
+fn migrate(files: &[&str]) -> std::process::Output {
+    let dir = repo().join("crates/tandem/tests/migrate");
+    Command::new(bin())
+        .arg("migrate")
+        .args(files.iter().map(|f| dir.join(f)))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn migrate_converts_the_kubeadm_guide_files_into_a_config_that_checks() {
+    let out = migrate(&["keepalived.conf", "haproxy.cfg"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "listen: 198.18.0.100:8443",
+        "virtual_ips: [198.18.0.100/32]",
+        "virtual_router_id: 51",
+        "priority: 101",
+        "address: \"198.18.0.11:6443\", name: node1",
+        "address: \"198.18.0.13:6443\", name: node3",
+        "type: https",
+        "path: /healthz",
+        "expect_status: [200]",
+        "tls: { verify: false }",
+        "track: { services: [apiserver], weight: -2 }",
+        "connect_timeout: 5s",
+    ] {
+        assert!(yaml.contains(expected), "missing `{expected}` in:\n{yaml}");
+    }
+    assert!(
+        stderr.contains("note: vrrp_instance VI_1: `authentication` dropped"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/readyz"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tandem.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let check = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn migrate_reads_the_older_haproxy_form() {
+    let out = migrate(&["haproxy-old.cfg"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(yaml.contains("scheduler: least_connections"), "{yaml}");
+    assert!(yaml.contains("backup: true"), "{yaml}");
+    assert!(
+        yaml.contains("interval: 3s") && yaml.contains("path: /healthz"),
+        "{yaml}"
+    );
+}
+
+#[test]
+fn migrate_refuses_what_it_cannot_convert_and_says_where() {
+    let out = migrate(&["haproxy-http.cfg"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "haproxy-http.cfg:1: frontend web: `mode http`",
+        "haproxy-http.cfg:5: frontend web: `use_backend`",
+        "haproxy-http.cfg:9: backend web: `balance uri` has no tandem equivalent",
+        "`web1.example:8080` is not IP:PORT",
+        "nothing was written",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+    assert!(out.stdout.is_empty());
+}
