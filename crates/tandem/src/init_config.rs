@@ -69,6 +69,10 @@ pub fn render(args: &InitConfigArgs) -> anyhow::Result<String> {
     );
     let _ = writeln!(y, "    listen: {listen}");
     let _ = writeln!(y, "    scheduler: least_connections");
+    let _ = writeln!(
+        y,
+        "    on_all_down: try_all   # during kubeadm init, try the apiservers before health checks catch up"
+    );
     let _ = writeln!(y, "    backends:");
     for (i, b) in backends.iter().enumerate() {
         let addr: std::net::SocketAddr = b.parse().with_context(|| {
