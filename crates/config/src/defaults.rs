@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tandem_core::Protocol;
 
-use crate::model::{Forwarding, HashKey, HealthKind, InitialState, OnAllDown, SchedulerKind};
+use crate::model::{
+    Forwarding, HashKey, HealthKind, InitialState, OnAllDown, SchedulerKind, VrrpChecksum,
+};
 
 // admin
 pub(crate) const ADMIN_LISTEN: SocketAddr =
@@ -64,3 +66,17 @@ pub(crate) const VRRP_PRIORITY: u8 = 100;
 pub(crate) const ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const PREEMPT: bool = true;
 pub(crate) const PREEMPT_DELAY: Duration = Duration::ZERO;
+pub(crate) const GARP_REPEAT: u32 = 5;
+pub(crate) const GARP_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const GARP_REFRESH: Duration = Duration::from_secs(60);
+/// keepalived's default, so a mixed group works without settings.
+pub(crate) const VRRP_CHECKSUM: VrrpChecksum = VrrpChecksum::PseudoHeader;
+
+/// `startup_delay` by default: one Master_Down_Interval of the instance
+/// (RFC 9568 §6.1: 3 × Advertisement_Interval + Skew_Time, with
+/// Skew_Time = ((256 − priority) × Advertisement_Interval) / 256), so a node
+/// that starts listens for two of them before it may become master.
+pub(crate) fn startup_delay(priority: u8, advert_interval: Duration) -> Duration {
+    let skew = advert_interval * (256 - u32::from(priority)) / 256;
+    advert_interval * 3 + skew
+}

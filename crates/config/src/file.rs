@@ -143,6 +143,9 @@ pub(crate) struct Instance {
     pub track: Option<Track>,
     pub notify: Option<Notify>,
     pub unicast_peers: Option<Vec<String>>,
+    pub startup_delay: Option<DurationText>,
+    pub garp: Option<Garp>,
+    pub checksum: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +153,15 @@ pub(crate) struct Instance {
 pub(crate) struct Track {
     pub services: Option<Vec<String>>,
     pub weight: Option<i64>,
+    pub peer_priorities: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Garp {
+    pub repeat: Option<i64>,
+    pub interval: Option<DurationText>,
+    pub refresh: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -22,7 +22,9 @@
 //! backend, not all of them backups; weights are 1..=256; every timeout and
 //! interval is longer than zero; a health timeout does not exceed its
 //! interval; every `track` names an existing service; VRIDs are unique per
-//! interface and address family; an instance's virtual IPs are one family.
+//! interface and address family; an instance's virtual IPs are one family;
+//! notify commands split into words ([`split_command`]); `checksum:
+//! no_pseudo_header` only on IPv4 instances.
 //!
 //! This crate is pure: no I/O except reading the file in [`load`], no
 //! sockets, no clock, no tokio, no logging. serde stays inside it: the model

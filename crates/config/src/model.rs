@@ -183,6 +183,38 @@ pub struct VrrpInstance {
     pub track: Track,
     pub notify: Notify,
     pub unicast_peers: Vec<IpAddr>,
+    /// How long a node that has just started listens, on top of the
+    /// Master_Down_Interval, before it may become master. Default: one
+    /// Master_Down_Interval of this instance (3 × advert_interval + skew);
+    /// zero turns the hold-off off. The address owner (priority 255) does not wait.
+    pub startup_delay: Duration,
+    pub garp: Garp,
+    /// How the IPv4 advert checksum is computed; always `PseudoHeader` for IPv6.
+    pub checksum: VrrpChecksum,
+}
+
+/// Gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6) sent
+/// for the virtual IPs by a master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Garp {
+    /// How many are sent on becoming master (and on hearing a lower-priority
+    /// master). 1..=100, default 5.
+    pub repeat: u32,
+    /// Time between those. Default 1s; zero sends them back to back.
+    pub interval: Duration,
+    /// While master, one more every `refresh`. Default 60s; zero turns it off.
+    pub refresh: Duration,
+}
+
+/// The IPv4 VRRPv3 checksum has two readings in the wild (docs/vrrp.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VrrpChecksum {
+    /// Over an IPv4 pseudo-header and the message, as RFC 5798 is read by
+    /// keepalived (its default) and FRR (its default). tandem's default.
+    PseudoHeader,
+    /// Over the message only, as RFC 9568 §5.2.8 says for IPv4 (Cisco,
+    /// Arista, keepalived's `v3_checksum_as_v2`).
+    NoPseudoHeader,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -190,11 +222,119 @@ pub struct Track {
     pub services: Vec<String>,
     /// Priority change while a tracked service has no healthy backend (negative).
     pub weight: i32,
+    /// The configured priorities of the other nodes of this instance, when
+    /// the operator writes them down: only used to check that a tracked
+    /// failure can move the VIP (`tandem check`). Empty: unknown.
+    pub peer_priorities: Vec<u8>,
 }
 
+/// Commands run when an instance changes state, as written; split with
+/// [`split_command`], run without a shell.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Notify {
     pub master: Option<String>,
     pub backup: Option<String>,
     pub fault: Option<String>,
+}
+
+/// Splits a command line into arguments the way a POSIX shell splits words,
+/// without expanding anything: blanks separate words; `'…'` keeps everything
+/// literally; `"…"` keeps everything but lets `\` escape `"`, `\`, `$` and
+/// `` ` ``; a `\` outside quotes escapes the next character. No globbing, no
+/// variables, no pipes: for those write `sh -c '…'` explicitly.
+pub fn split_command(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated single quote".to_owned()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("unterminated double quote".to_owned()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated double quote".to_owned()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => word.push(c),
+                    None => return Err("a trailing `\\` escapes nothing".to_owned()),
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    if words.is_empty() {
+        return Err("names no program".to_owned());
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(s: &str) -> Vec<String> {
+        split_command(s).unwrap()
+    }
+
+    #[test]
+    fn commands_split_like_a_shell_without_expansion() {
+        assert_eq!(
+            split("/etc/tandem/notify master"),
+            ["/etc/tandem/notify", "master"]
+        );
+        assert_eq!(split("  a   b\tc "), ["a", "b", "c"]);
+        assert_eq!(split("logger 'VIP moved: $1'"), ["logger", "VIP moved: $1"]);
+        assert_eq!(
+            split(r#"sh -c "echo \"hi\" \$HOME \n" x"#),
+            ["sh", "-c", r#"echo "hi" $HOME \n"#, "x"]
+        );
+        assert_eq!(split(r"a\ b c"), ["a b", "c"]);
+        assert_eq!(split("'' x"), ["", "x"]);
+        assert_eq!(split("a'b'\"c\"d"), ["abcd"]);
+        assert_eq!(split("*.sh ~ $X"), ["*.sh", "~", "$X"]);
+    }
+
+    #[test]
+    fn broken_quoting_is_an_error() {
+        for bad in ["'open", "\"open", "x \\", "", "   "] {
+            assert!(split_command(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -91,3 +91,19 @@ fn every_good_config_parses() {
         }
     }
 }
+
+#[test]
+fn every_vrrp_example_parses() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let vrrp: Vec<PathBuf> = files(&examples, "yaml")
+        .into_iter()
+        .filter(|p| name(p).starts_with("vrrp-"))
+        .collect();
+    assert!(vrrp.len() >= 3, "{vrrp:?}");
+    for path in vrrp {
+        match tandem_config::load(&path) {
+            Ok(c) => assert!(!c.vrrp.instances.is_empty(), "{}", path.display()),
+            Err(e) => panic!("{} must parse:\n{e}", path.display()),
+        }
+    }
+}

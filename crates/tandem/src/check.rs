@@ -100,14 +100,20 @@ pub fn summary(config: &Config, origin: &str) -> String {
             vips.join(", ")
         );
     }
-    let mut notes = Vec::new();
-    if !config.vrrp.instances.is_empty() {
-        notes.push("vrrp: not run by this version; no virtual IP is managed".to_owned());
-    }
-    if !notes.is_empty() {
+    let warnings: Vec<String> = config
+        .vrrp
+        .instances
+        .iter()
+        .flat_map(|i| {
+            tandem_vrrp::tracking_warnings(i)
+                .into_iter()
+                .map(move |w| format!("vrrp {}: {w}", i.name))
+        })
+        .collect();
+    if !warnings.is_empty() {
         let _ = writeln!(out);
-        for n in notes {
-            let _ = writeln!(out, "note: {n}");
+        for w in warnings {
+            let _ = writeln!(out, "warning: {w}");
         }
     }
     out

@@ -96,14 +96,6 @@ pub fn raise_open_file_limit() {
     }
 }
 
-/// Says once which configured features this version does not act on, so
-/// nobody believes they are protected by something that does not run.
-fn warn_inactive_features(config: &Config) {
-    if !config.vrrp.instances.is_empty() {
-        warn!("the vrrp section is parsed but VRRP is not run by this version; no virtual IP is managed");
-    }
-}
-
 /// A bound listening socket of either protocol.
 enum Bound {
     Tcp(std::net::TcpListener),
@@ -180,6 +172,10 @@ pub struct Daemon {
     listener_metrics: ListenerMetrics,
     health_durations: HistogramVec,
     health_handles: Mutex<HashMap<String, tandem_health::Handle>>,
+    /// Woken by every health transition, for VRRP tracking.
+    health_changed: Arc<tokio::sync::Notify>,
+    vrrp: Option<tandem_vrrp::VrrpHandle>,
+    vrrp_config: Vec<tandem_config::VrrpInstance>,
     services: Arc<Services>,
     running: tokio::sync::Mutex<Running>,
     reload_metrics: ReloadMetrics,
@@ -251,6 +247,20 @@ impl Daemon {
         );
         let health = checker.handle();
         let health_stop = CancellationToken::new();
+        let mut transitions = checker.subscribe();
+        let changed = Arc::clone(&self.health_changed);
+        let stop_forwarding = health_stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop_forwarding.cancelled() => break,
+                    received = transitions.recv() => match received {
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => changed.notify_one(),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+        });
         tokio::spawn(checker.run(health_stop.clone()));
         Ok(RunningService {
             state,
@@ -610,7 +620,56 @@ fn status_of(daemon: &Daemon) -> Status {
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
         services,
-        vrrp: Vec::new(),
+        vrrp: daemon
+            .vrrp
+            .as_ref()
+            .map(|v| {
+                v.status()
+                    .into_iter()
+                    .map(|i| tandem_metrics::VrrpStatus {
+                        virtual_ips: daemon
+                            .vrrp_config
+                            .iter()
+                            .find(|c| c.name == i.name)
+                            .map(|c| {
+                                c.virtual_ips
+                                    .iter()
+                                    .map(|v| format!("{}/{}", v.address, v.prefix_len))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        instance: i.name,
+                        interface: i.interface,
+                        state: i.state.as_str().to_owned(),
+                        priority: u32::from(i.priority),
+                        master: i.master.map(|m| m.to_string()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Keeps each VRRP instance's tracking in step with its services' health: a
+/// tracked service with no healthy backend lowers the priority by `weight`.
+async fn track_services(
+    daemon: Arc<Daemon>,
+    vrrp: tandem_vrrp::VrrpHandle,
+    stop: CancellationToken,
+) {
+    // Transitions wake this at once; the tick also catches passive ejections
+    // and reloads, which publish no transition of their own right away.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        for state in daemon.services.load().iter() {
+            let healthy = state.snapshot.load().backends.iter().any(|b| b.is_up());
+            vrrp.set_tracked_down(&state.name, !healthy);
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = daemon.health_changed.notified() => {}
+            _ = tick.tick() => {}
+        }
     }
 }
 
@@ -633,7 +692,6 @@ pub async fn serve(
     source: Source,
     until: Option<CancellationToken>,
 ) -> anyhow::Result<()> {
-    warn_inactive_features(&config);
     let token = read_token(&config)?;
 
     // Bind everything before accepting anything: a port clash stops the start
@@ -674,6 +732,14 @@ pub async fn serve(
             .context("cannot register listener metrics")?;
     let reload_metrics =
         ReloadMetrics::register(&registry).context("cannot register reload metrics")?;
+    let vrrp = if config.vrrp.instances.is_empty() {
+        None
+    } else {
+        Some(
+            tandem_vrrp::Vrrp::new(&config.vrrp.instances, &registry)
+                .map_err(|e| anyhow::anyhow!("vrrp: {e}"))?,
+        )
+    };
     let health_durations = HistogramVec::new(
         HistogramOpts::new(
             "tandem_health_check_duration_seconds",
@@ -698,6 +764,9 @@ pub async fn serve(
         listener_metrics,
         health_durations,
         health_handles: Mutex::new(HashMap::new()),
+        health_changed: Arc::new(tokio::sync::Notify::new()),
+        vrrp: vrrp.as_ref().map(tandem_vrrp::Vrrp::handle),
+        vrrp_config: config.vrrp.instances.clone(),
         services,
         running: tokio::sync::Mutex::new(Running {
             config: config.clone(),
@@ -722,6 +791,19 @@ pub async fn serve(
         }
         daemon.publish(&running);
     }
+
+    // Listeners are bound (the VIPs with IP_FREEBIND) before VRRP may take the
+    // VIPs, so a node serves the moment it becomes master.
+    let vrrp_stop = CancellationToken::new();
+    let vrrp_task = vrrp.map(|v| {
+        let handle = v.handle();
+        tokio::spawn(track_services(
+            Arc::clone(&daemon),
+            handle,
+            vrrp_stop.clone(),
+        ));
+        tokio::spawn(v.run(vrrp_stop.clone()))
+    });
 
     let admin_stop = CancellationToken::new();
     let admin_task = match (admin_listener, &config.admin) {
@@ -759,6 +841,17 @@ pub async fn serve(
     }
 
     notify("STOPPING=1");
+    // VRRP resigns first (priority 0: a backup takes over at once), then the
+    // listeners stop and connections drain.
+    vrrp_stop.cancel();
+    if let Some(task) = vrrp_task {
+        if tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .is_err()
+        {
+            warn!("vrrp did not stop within 3s");
+        }
+    }
     let cut = daemon.shutdown(&mut signals).await;
     admin_stop.cancel();
     if let Some(task) = admin_task {

@@ -6,12 +6,13 @@
 //! traffic anywhere else. Every wait is bounded.
 
 mod backends;
+pub mod netns;
 mod process;
 mod tls;
 
 pub use backends::{Blackhole, DrainThenReply, EchoServer, HoldServer, NamedServer, UdpNamedEcho};
 pub use process::Tandem;
-pub use tls::{http_server, https_server, HttpState, Pki};
+pub use tls::{http_server, https_server, https_server_on, HttpState, Pki};
 
 use std::net::{SocketAddr, TcpListener};
 

@@ -22,12 +22,23 @@ impl Tandem {
     }
 
     pub fn spawn_with_args(bin: &Path, yaml: &str, args: &[&str]) -> Self {
+        Self::spawn_command(Command::new(bin), yaml, args)
+    }
+
+    /// Runs tandem inside a network namespace (`ip netns exec NS bin run -c …`).
+    pub fn spawn_in_netns(ns: &str, bin: &Path, yaml: &str) -> Self {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]).arg(bin);
+        Self::spawn_command(command, yaml, &["--log-level", "debug"])
+    }
+
+    fn spawn_command(mut command: Command, yaml: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config = dir.path().join("tandem.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let log = dir.path().join("tandem.log");
         let log_file = File::create(&log).expect("create log file");
-        let child = Command::new(bin)
+        let child = command
             .args(args)
             .arg("run")
             .arg("-c")

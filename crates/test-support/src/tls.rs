@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// What `GET /version` answers: enough for `kubectl version`.
-const VERSION: &str = r#"{"major":"1","minor":"31","gitVersion":"v1.31.0-tandem-test","platform":"linux/amd64"}"#;
+const VERSION: &str =
+    r#"{"major":"1","minor":"31","gitVersion":"v1.31.0-tandem-test","platform":"linux/amd64"}"#;
 
 /// What an HTTP test server answers; changeable while it runs.
 #[derive(Debug)]
@@ -72,10 +73,13 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
         .lock()
         .unwrap()
         .push(String::from_utf8_lossy(&req).into_owned());
-    let (status, body) = if req.starts_with(b"GET /version ") {
+    let (status, body) = if req.starts_with(b"GET /version ") || req.starts_with(b"GET /version?") {
         (200, VERSION.to_owned())
     } else {
-        (state.status.load(SeqCst), state.body.lock().unwrap().clone())
+        (
+            state.status.load(SeqCst),
+            state.body.lock().unwrap().clone(),
+        )
     };
     let response = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -199,12 +203,21 @@ impl Pki {
     }
 }
 
-/// An HTTPS server (tokio-rustls) answering every request from `state`.
+/// An HTTPS server (tokio-rustls) on 127.0.0.1 answering every request from `state`.
 pub async fn https_server(
     config: Arc<ServerConfig>,
     state: Arc<HttpState>,
 ) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    https_server_on(SocketAddr::new(LOOPBACK, 0), config, state).await
+}
+
+/// The same server on `addr` (e.g. a namespace host's address).
+pub async fn https_server_on(
+    addr: SocketAddr,
+    config: Arc<ServerConfig>,
+    state: Arc<HttpState>,
+) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let task = tokio::spawn(async move {

@@ -461,6 +461,74 @@ services:
         assert_eq!(i.track, Track::default());
         assert_eq!(i.notify, Notify::default());
         assert!(i.unicast_peers.is_empty());
+        assert_eq!(
+            i.garp,
+            Garp {
+                repeat: 5,
+                interval: Duration::from_secs(1),
+                refresh: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(i.checksum, VrrpChecksum::PseudoHeader);
+        // One Master_Down_Interval: 3 × 1s + (256 − 100) × 1s / 256.
+        assert_eq!(i.startup_delay, Duration::from_micros(3_609_375));
+    }
+
+    #[test]
+    fn vrrp_hygiene_keys_are_read() {
+        let c = ok("\
+services:
+  - { name: api, listen: 198.18.0.100:8443, backends: [{ address: 198.18.0.11:6443 }] }
+vrrp:
+  instances:
+    - name: v
+      interface: eth0
+      virtual_router_id: 1
+      priority: 200
+      advert_interval: 100ms
+      virtual_ips: [198.18.0.100]
+      startup_delay: 0s
+      checksum: no_pseudo_header
+      garp: { repeat: 2, interval: 0s, refresh: 0s }
+      track: { services: [api], weight: -60, peer_priorities: [150, 100] }
+    - name: w
+      interface: eth0
+      virtual_router_id: 2
+      priority: 200
+      advert_interval: 100ms
+      virtual_ips: [198.18.0.101]
+      garp: { repeat: 1 }
+");
+        let (v, w) = (&c.vrrp.instances[0], &c.vrrp.instances[1]);
+        assert_eq!(v.startup_delay, Duration::ZERO);
+        assert_eq!(v.checksum, VrrpChecksum::NoPseudoHeader);
+        assert_eq!(
+            v.garp,
+            Garp {
+                repeat: 2,
+                interval: Duration::ZERO,
+                refresh: Duration::ZERO
+            }
+        );
+        assert_eq!(v.track.peer_priorities, vec![150, 100]);
+        // The default hold-off follows the instance's own timers:
+        // 3 × 100ms + (256 − 200) × 100ms / 256.
+        assert_eq!(w.startup_delay, Duration::from_micros(321_875));
+        assert_eq!(w.garp.repeat, 1);
+        assert_eq!(
+            w.garp.interval,
+            Duration::from_secs(1),
+            "unset keys keep their default"
+        );
+    }
+
+    #[test]
+    fn the_ipv4_checksum_setting_is_refused_on_ipv6() {
+        let e = errors(
+            "vrrp:\n  instances:\n    - { name: v, interface: eth0, virtual_router_id: 1, virtual_ips: [\"2001:db8::1\"], checksum: no_pseudo_header }\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("applies to IPv4 only"), "{e:?}");
     }
 
     #[test]
@@ -588,13 +656,15 @@ services:
             c.vrrp.instances[0].track,
             Track {
                 services: vec!["api".to_owned()],
-                weight: -254
+                weight: -254,
+                peer_priorities: Vec::new(),
             }
         );
         for bad in [
             "{ services: [api] }",
             "{ services: [api], weight: -255 }",
             "{ services: [api, api], weight: -1 }",
+            "{ services: [api], weight: -1, peer_priorities: [0] }",
         ] {
             assert_eq!(errors(&inst(bad)).len(), 1, "{bad}");
         }

@@ -9,6 +9,11 @@ use super::*;
 /// VRRP sends the advertisement interval in centiseconds, in 12 bits.
 const MIN_ADVERT: Duration = Duration::from_millis(10);
 const MAX_ADVERT: Duration = Duration::from_millis(40_950);
+const MAX_GARP_REPEAT: i64 = 100;
+const CHECKSUMS: &[(&str, VrrpChecksum)] = &[
+    ("pseudo_header", VrrpChecksum::PseudoHeader),
+    ("no_pseudo_header", VrrpChecksum::NoPseudoHeader),
+];
 
 fn family(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() {
@@ -186,8 +191,16 @@ fn instance(
         Some(n) => {
             let at = at.key("notify");
             let mut cmd = |key: &str, v: &Option<String>| {
-                v.as_ref()
-                    .and_then(|s| values::non_empty(r, &at.key(key), s))
+                let text = v
+                    .as_ref()
+                    .and_then(|s| values::non_empty(r, &at.key(key), s))?;
+                match split_command(&text) {
+                    Ok(_) => Some(text),
+                    Err(why) => {
+                        r.value(&at.key(key), format!("`{text}`: {why}"));
+                        None
+                    }
+                }
             };
             Notify {
                 master: cmd("master", &n.master),
@@ -197,6 +210,31 @@ fn instance(
         }
         None => Notify::default(),
     };
+
+    let startup_delay = raw
+        .startup_delay
+        .as_ref()
+        .and_then(|d| values::duration(r, &at.key("startup_delay"), d))
+        .unwrap_or_else(|| default::startup_delay(priority, advert_interval));
+    let garp = match &raw.garp {
+        Some(g) => garp(r, &at.key("garp"), g),
+        None => Garp {
+            repeat: default::GARP_REPEAT,
+            interval: default::GARP_INTERVAL,
+            refresh: default::GARP_REFRESH,
+        },
+    };
+    let checksum = raw
+        .checksum
+        .as_deref()
+        .and_then(|w| values::word(r, &at.key("checksum"), w, CHECKSUMS))
+        .unwrap_or(default::VRRP_CHECKSUM);
+    if checksum == VrrpChecksum::NoPseudoHeader && vip_family.is_some_and(|f| f.is_ipv6()) {
+        r.value(
+            &at.key("checksum"),
+            "`no_pseudo_header` applies to IPv4 only; IPv6 adverts always include the pseudo-header",
+        );
+    }
 
     let facts = InstanceFacts {
         at: at.clone(),
@@ -218,6 +256,9 @@ fn instance(
         track,
         notify,
         unicast_peers,
+        startup_delay,
+        garp,
+        checksum,
     };
     (instance, facts)
 }
@@ -376,5 +417,37 @@ fn track(r: &mut Report, at: &FieldPath, raw: &file::Track, service_names: &[&st
         }
         Some(w) => values::between::<i32>(r, &weight_at, w, -254, 254).unwrap_or(0),
     };
-    Track { services, weight }
+    let peers_at = at.key("peer_priorities");
+    let peer_priorities = raw
+        .peer_priorities
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, p)| values::between::<u8>(r, &peers_at.index(j), *p, 1, 255))
+        .collect();
+    Track {
+        services,
+        weight,
+        peer_priorities,
+    }
+}
+
+fn garp(r: &mut Report, at: &FieldPath, raw: &file::Garp) -> Garp {
+    let repeat = raw
+        .repeat
+        .and_then(|n| values::between::<u32>(r, &at.key("repeat"), n, 1, MAX_GARP_REPEAT))
+        .unwrap_or(default::GARP_REPEAT);
+    let mut dur = |key: &str, v: &Option<file::DurationText>, base: Duration| {
+        v.as_ref()
+            .and_then(|d| values::duration(r, &at.key(key), d))
+            .unwrap_or(base)
+    };
+    let interval = dur("interval", &raw.interval, default::GARP_INTERVAL);
+    let refresh = dur("refresh", &raw.refresh, default::GARP_REFRESH);
+    Garp {
+        repeat,
+        interval,
+        refresh,
+    }
 }

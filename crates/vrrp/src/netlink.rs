@@ -1,0 +1,399 @@
+//! The five rtnetlink requests the driver needs, written by hand over a
+//! NETLINK_ROUTE socket: look up a link by name, list its addresses, add and
+//! delete an address. Safe code: messages are built and parsed as bytes.
+//!
+//! Calls block for at most [`TIMEOUT`]; the kernel answers these in
+//! microseconds, so the driver makes them on its task.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tandem_config::IpPrefix;
+
+/// Longest wait for the kernel's answer.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+const NLMSG_HDR: usize = 16;
+const IFINFOMSG: usize = 16;
+const IFADDRMSG: usize = 8;
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+const IFA_F_SECONDARY: u32 = 0x01;
+const IFA_F_NODAD: u32 = 0x02;
+const IFA_F_DADFAILED: u32 = 0x08;
+const IFA_F_TENTATIVE: u32 = 0x40;
+
+/// An interface, as the kernel names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    /// Its hardware address, when it has an Ethernet one.
+    pub mac: Option<[u8; 6]>,
+    pub up: bool,
+}
+
+/// One address on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+    /// IPv4: not the primary address of its subnet.
+    pub secondary: bool,
+    /// IPv6: still in (or failed) duplicate address detection: unusable as a source.
+    pub tentative: bool,
+}
+
+#[derive(Debug)]
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Self> {
+        let socket = Socket::new(
+            Domain::from(libc::AF_NETLINK),
+            Type::RAW.cloexec(),
+            Some(Protocol::from(libc::NETLINK_ROUTE)),
+        )?;
+        socket.set_read_timeout(Some(TIMEOUT))?;
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// The interface called `name`; `None` when there is none.
+    pub fn link(&mut self, name: &str) -> io::Result<Option<Link>> {
+        let mut body = vec![0u8; IFINFOMSG];
+        body[0] = libc::AF_UNSPEC as u8;
+        let mut ifname = name.as_bytes().to_vec();
+        ifname.push(0);
+        push_attr(&mut body, IFLA_IFNAME, &ifname);
+        let seq = self.send(libc::RTM_GETLINK, libc::NLM_F_REQUEST as u16, &body)?;
+        let mut found = None;
+        let outcome = self.receive(seq, |kind, payload| {
+            if kind == libc::RTM_NEWLINK {
+                found = parse_link(payload);
+            }
+        })?;
+        match outcome {
+            Ok(()) => Ok(found),
+            Err(e) if e == libc::ENODEV => Ok(None),
+            Err(e) => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// Every address of one family on interface `index`, in the kernel's order.
+    pub fn addresses(&mut self, index: u32, ipv6: bool) -> io::Result<Vec<Address>> {
+        let mut body = vec![0u8; IFADDRMSG];
+        body[0] = family(ipv6);
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+        let seq = self.send(libc::RTM_GETADDR, flags, &body)?;
+        let mut out = Vec::new();
+        let outcome = self.receive(seq, |kind, payload| {
+            if kind == libc::RTM_NEWADDR {
+                if let Some((i, a)) = parse_address(payload) {
+                    if i == index {
+                        out.push(a);
+                    }
+                }
+            }
+        })?;
+        outcome.map_err(io::Error::from_raw_os_error)?;
+        Ok(out)
+    }
+
+    /// Adds `prefix` to interface `index`. `Ok(false)`: it was already there
+    /// (someone else's, then: the caller must not remove it later).
+    pub fn add_address(&mut self, index: u32, prefix: IpPrefix) -> io::Result<bool> {
+        let body = address_body(index, prefix, true);
+        let flags =
+            (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+        let seq = self.send(libc::RTM_NEWADDR, flags, &body)?;
+        match self.receive(seq, |_, _| {})? {
+            Ok(()) => Ok(true),
+            Err(e) if e == libc::EEXIST => Ok(false),
+            Err(e) => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// Removes `prefix` from interface `index`. `Ok(false)`: it was not there.
+    pub fn delete_address(&mut self, index: u32, prefix: IpPrefix) -> io::Result<bool> {
+        let body = address_body(index, prefix, false);
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        let seq = self.send(libc::RTM_DELADDR, flags, &body)?;
+        match self.receive(seq, |_, _| {})? {
+            Ok(()) => Ok(true),
+            Err(e) if e == libc::EADDRNOTAVAIL || e == libc::ENOENT || e == libc::ESRCH => {
+                Ok(false)
+            }
+            Err(e) => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    fn send(&mut self, kind: u16, flags: u16, body: &[u8]) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let len = NLMSG_HDR + body.len();
+        let mut msg = Vec::with_capacity(len);
+        msg.extend_from_slice(&(len as u32).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&flags.to_ne_bytes());
+        msg.extend_from_slice(&self.seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(body);
+        // An unconnected netlink socket sends to the kernel.
+        self.socket.send(&msg)?;
+        Ok(self.seq)
+    }
+
+    /// Reads answers to request `seq` until its ack, error or end of dump,
+    /// handing every other message to `each`. The outer error is the
+    /// socket's; the inner one the kernel's errno for the request.
+    fn receive(
+        &mut self,
+        seq: u32,
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<Result<(), i32>> {
+        loop {
+            let n = recv_into(&self.socket, &mut self.buf)?;
+            let mut rest = &self.buf[..n];
+            while let Some((m, next)) = next_message(rest) {
+                rest = next;
+                if m.seq != seq {
+                    continue;
+                }
+                let (flags, payload) = (m.flags, m.payload);
+                match m.kind {
+                    k if k == libc::NLMSG_ERROR as u16 => {
+                        let errno = payload
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(-libc::EIO);
+                        return Ok(if errno == 0 { Ok(()) } else { Err(-errno) });
+                    }
+                    k if k == libc::NLMSG_DONE as u16 => return Ok(Ok(())),
+                    k => {
+                        each(k, payload);
+                        if flags & libc::NLM_F_MULTI as u16 == 0 {
+                            return Ok(Ok(()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn recv_into(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let mut s: &Socket = socket;
+    s.read(buf)
+}
+
+fn family(ipv6: bool) -> u8 {
+    if ipv6 {
+        libc::AF_INET6 as u8
+    } else {
+        libc::AF_INET as u8
+    }
+}
+
+fn address_body(index: u32, prefix: IpPrefix, adding: bool) -> Vec<u8> {
+    let ipv6 = prefix.address.is_ipv6();
+    let mut body = vec![0u8; IFADDRMSG];
+    body[0] = family(ipv6);
+    body[1] = prefix.prefix_len;
+    body[4..8].copy_from_slice(&index.to_ne_bytes());
+    match prefix.address {
+        IpAddr::V4(a) => {
+            push_attr(&mut body, IFA_LOCAL, &a.octets());
+            if adding {
+                push_attr(&mut body, IFA_ADDRESS, &a.octets());
+            }
+        }
+        IpAddr::V6(a) => {
+            push_attr(&mut body, IFA_ADDRESS, &a.octets());
+            if adding {
+                // Usable at once: no duplicate address detection, which would
+                // also delay the unsolicited neighbour advertisements.
+                body[2] = IFA_F_NODAD as u8;
+                push_attr(&mut body, IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes());
+            }
+        }
+    }
+    body
+}
+
+/// Appends an rtattr, padded to 4 bytes.
+fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    let len = 4 + data.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(data);
+    buf.resize(buf.len() + (align4(len) - len), 0);
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// One netlink message in a receive buffer.
+struct Message<'a> {
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    payload: &'a [u8],
+}
+
+/// The first message of `buf` and the rest of the buffer after it.
+fn next_message(buf: &[u8]) -> Option<(Message<'_>, &[u8])> {
+    let head = buf.get(..NLMSG_HDR)?;
+    let len = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len < NLMSG_HDR {
+        return None;
+    }
+    let msg = Message {
+        kind: u16::from_ne_bytes([head[4], head[5]]),
+        flags: u16::from_ne_bytes([head[6], head[7]]),
+        seq: u32::from_ne_bytes([head[8], head[9], head[10], head[11]]),
+        payload: buf.get(NLMSG_HDR..len)?,
+    };
+    let rest = buf.get(align4(len).min(buf.len())..).unwrap_or_default();
+    Some((msg, rest))
+}
+
+/// The attributes after a fixed header of `skip` bytes: (type, data).
+fn attrs(payload: &[u8], skip: usize) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut rest = payload.get(skip..).unwrap_or_default();
+    std::iter::from_fn(move || {
+        let head = rest.get(..4)?;
+        let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
+        let kind = u16::from_ne_bytes([head[2], head[3]]) & 0x3fff;
+        let data = rest.get(4..len.max(4))?;
+        rest = rest.get(align4(len).min(rest.len())..).unwrap_or_default();
+        Some((kind, data))
+    })
+}
+
+fn parse_link(payload: &[u8]) -> Option<Link> {
+    let head = payload.get(..IFINFOMSG)?;
+    let index = i32::from_ne_bytes([head[4], head[5], head[6], head[7]]);
+    let flags = u32::from_ne_bytes([head[8], head[9], head[10], head[11]]);
+    let mac = attrs(payload, IFINFOMSG)
+        .find(|(k, _)| *k == IFLA_ADDRESS)
+        .and_then(|(_, d)| <[u8; 6]>::try_from(d).ok());
+    Some(Link {
+        index: u32::try_from(index).ok()?,
+        mac,
+        up: flags & libc::IFF_UP as u32 != 0,
+    })
+}
+
+fn parse_address(payload: &[u8]) -> Option<(u32, Address)> {
+    let head = payload.get(..IFADDRMSG)?;
+    let prefix_len = head[1];
+    let mut flags = u32::from(head[2]);
+    let index = u32::from_ne_bytes([head[4], head[5], head[6], head[7]]);
+    let (mut local, mut address) = (None, None);
+    for (kind, data) in attrs(payload, IFADDRMSG) {
+        match kind {
+            IFA_LOCAL => local = ip(data),
+            IFA_ADDRESS => address = ip(data),
+            IFA_FLAGS if data.len() >= 4 => {
+                flags = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+            }
+            _ => {}
+        }
+    }
+    // IPv4 point-to-point links put the peer in IFA_ADDRESS.
+    let address = local.or(address)?;
+    Some((
+        index,
+        Address {
+            address,
+            prefix_len,
+            secondary: flags & IFA_F_SECONDARY != 0,
+            tentative: flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) != 0,
+        },
+    ))
+}
+
+fn ip(data: &[u8]) -> Option<IpAddr> {
+    if let Ok(b) = <[u8; 4]>::try_from(data) {
+        return Some(IpAddr::V4(Ipv4Addr::from(b)));
+    }
+    <[u8; 16]>::try_from(data)
+        .ok()
+        .map(|b| IpAddr::V6(Ipv6Addr::from(b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_padded_and_parsed_back() {
+        let mut buf = vec![0u8; IFADDRMSG];
+        push_attr(&mut buf, IFA_LOCAL, &[198, 18, 0, 100]);
+        push_attr(&mut buf, 99, &[1, 2, 3]);
+        push_attr(&mut buf, IFA_FLAGS, &IFA_F_SECONDARY.to_ne_bytes());
+        assert_eq!(buf.len(), IFADDRMSG + 8 + 8 + 8);
+        let got: Vec<_> = attrs(&buf, IFADDRMSG).collect();
+        assert_eq!(
+            got,
+            vec![
+                (IFA_LOCAL, &[198u8, 18, 0, 100][..]),
+                (99, &[1, 2, 3][..]),
+                (IFA_FLAGS, &IFA_F_SECONDARY.to_ne_bytes()[..])
+            ]
+        );
+        buf[1] = 24;
+        buf[4..8].copy_from_slice(&3u32.to_ne_bytes());
+        let (index, a) = parse_address(&buf).unwrap();
+        assert_eq!(index, 3);
+        assert_eq!(a.address, "198.18.0.100".parse::<IpAddr>().unwrap());
+        assert_eq!(a.prefix_len, 24);
+        assert!(a.secondary && !a.tentative);
+    }
+
+    #[test]
+    fn truncated_or_garbage_messages_parse_to_nothing() {
+        assert!(next_message(&[1, 2, 3]).is_none());
+        let mut m = vec![0u8; 16];
+        m[0] = 8; // shorter than a header
+        assert!(next_message(&m).is_none());
+        m[0] = 40; // longer than the buffer
+        assert!(next_message(&m).is_none());
+        assert!(parse_address(&[0; 4]).is_none());
+        assert!(parse_link(&[0; 8]).is_none());
+        let broken = [0u8, 0, 0, 0, 0, 0, 0, 0, 200, 0, 1, 0];
+        assert_eq!(attrs(&broken, 8).count(), 0);
+    }
+
+    #[test]
+    fn the_loopback_link_and_its_address_are_found() {
+        let Ok(mut nl) = Netlink::open() else {
+            eprintln!("SKIP: no netlink socket here");
+            return;
+        };
+        let lo = nl.link("lo").unwrap().expect("every namespace has lo");
+        assert!(lo.index > 0);
+        assert!(nl.link("no-such-if0").unwrap().is_none());
+        let addrs = nl.addresses(lo.index, false).unwrap();
+        assert!(
+            addrs
+                .iter()
+                .any(|a| a.address == IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "{addrs:?}"
+        );
+    }
+}
