@@ -82,7 +82,8 @@ impl Status {
         w.key("failed").number(self.reload.reloads_failed);
         w.key("last_success_unix")
             .number(self.reload.last_success_unix);
-        w.key("last_error").opt_string(self.reload.last_error.as_deref());
+        w.key("last_error")
+            .opt_string(self.reload.last_error.as_deref());
         w.end_object();
         w.key("services").begin_array();
         for s in &self.services {
@@ -154,8 +155,16 @@ impl Status {
     /// The table `tandem status` prints.
     pub fn to_table(&self) -> String {
         let mut rows = vec![[
-            "SERVICE", "LISTEN", "SCHEDULER", "BACKEND", "STATE", "ACTIVE", "TOTAL", "BYTES IN",
-            "BYTES OUT", "LAST CHECK",
+            "SERVICE",
+            "LISTEN",
+            "SCHEDULER",
+            "BACKEND",
+            "STATE",
+            "ACTIVE",
+            "TOTAL",
+            "BYTES IN",
+            "BYTES OUT",
+            "LAST CHECK",
         ]
         .map(str::to_owned)];
         for s in &self.services {
@@ -179,7 +188,11 @@ impl Status {
                 let check = match &b.last_check {
                     Some(c) => format!(
                         "{} {}s ago",
-                        if c.ok { "ok".to_owned() } else { c.detail.clone() },
+                        if c.ok {
+                            "ok".to_owned()
+                        } else {
+                            c.detail.clone()
+                        },
                         c.seconds_ago
                     ),
                     None => "-".to_owned(),
@@ -200,8 +213,15 @@ impl Status {
         }
         let mut out = render(&rows);
         if !self.vrrp.is_empty() {
-            let mut vrows = vec![["VRRP INSTANCE", "INTERFACE", "STATE", "PRIORITY", "MASTER", "VIRTUAL IPS"]
-                .map(str::to_owned)];
+            let mut vrows = vec![[
+                "VRRP INSTANCE",
+                "INTERFACE",
+                "STATE",
+                "PRIORITY",
+                "MASTER",
+                "VIRTUAL IPS",
+            ]
+            .map(str::to_owned)];
             for v in &self.vrrp {
                 vrows.push([
                     v.instance.clone(),
@@ -222,7 +242,10 @@ impl Status {
             self.config_file, r.reloads_ok, r.reloads_failed
         );
         if let Some(e) = &r.last_error {
-            let _ = write!(out, "\nlast reload FAILED, still running the previous config: {e}");
+            let _ = write!(
+                out,
+                "\nlast reload FAILED, still running the previous config: {e}"
+            );
         }
         out.push('\n');
         out
@@ -320,7 +343,10 @@ mod tests {
         assert!(lines[1].contains("node1 (198.18.0.11:6443)"));
         assert!(lines[1].contains("2.0K"));
         assert!(lines[2].contains("status 500 2s ago"));
-        assert!(lines[2].starts_with("  "), "service columns blank on later rows");
+        assert!(
+            lines[2].starts_with("  "),
+            "service columns blank on later rows"
+        );
     }
 
     #[test]
