@@ -333,3 +333,31 @@ fn migrate_refuses_what_it_cannot_convert_and_says_where() {
     }
     assert!(out.stdout.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let listen = free_addr();
+    let mut tandem = Tandem::spawn_with_args(
+        bin(),
+        &one_service(listen, &[free_addr()], ""),
+        &["--log-format", "json"],
+    );
+    tandem.wait_listening(listen);
+    let logs = tandem.logs();
+    let started = logs
+        .lines()
+        .find(|l| l.contains("tandem started"))
+        .expect("a start line");
+    assert!(
+        started.starts_with('{') && started.ends_with('}'),
+        "{started}"
+    );
+    assert!(started.contains(r#""level":"INFO""#), "{started}");
+    assert!(
+        started.contains(r#""message":"tandem started""#),
+        "{started}"
+    );
+    for line in logs.lines().filter(|l| !l.is_empty()) {
+        assert!(line.starts_with('{'), "every line is JSON: {line}");
+    }
+}

@@ -1,5 +1,5 @@
 //! End-to-end in network namespaces: the kubeadm walk-through played by three
-//! tandem nodes from `examples/kubeadm-control-plane.yaml` in front of TLS
+//! tandem nodes from `examples/kubeadm-ha.yaml` in front of TLS
 //! kube-apiserver stand-ins, a client using the VIP, and the VIP holder dying.
 //! Needs root; skips loudly without it unless TANDEM_REQUIRE_NETNS=1.
 
@@ -19,7 +19,7 @@ const ADVERT_MS: u64 = 100;
 /// The example, adjusted for the lab: this node's priority, fast adverts and
 /// probes, and `verify: false` (the stand-ins' CA is not /etc/kubernetes/pki).
 fn node_config(priority: u8) -> String {
-    let example = include_str!("../../../examples/kubeadm-control-plane.yaml");
+    let example = include_str!("../../../examples/kubeadm-ha.yaml");
     let mut text = String::new();
     let mut skip_tls = false;
     for line in example.lines() {

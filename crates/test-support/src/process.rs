@@ -67,7 +67,8 @@ impl Tandem {
             let logs = self.logs();
             if logs.contains("tandem started") {
                 assert!(
-                    logs.contains(&format!("listen={addr}")),
+                    logs.contains(&format!("listen={addr}"))
+                        || logs.contains(&format!("\"listen\":\"{addr}\"")),
                     "tandem started without listening on {addr}:\n{logs}"
                 );
                 return;
