@@ -14,6 +14,7 @@
 mod bind;
 mod holder;
 mod metrics;
+mod recvmmsg;
 mod service;
 mod tcp;
 mod udp;

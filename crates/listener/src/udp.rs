@@ -18,6 +18,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,11 +31,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::recvmmsg::RecvBatch;
 use crate::service::{ServiceState, Snapshot};
 use crate::tcp::eject_if_failing;
 
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams taken per receive call.
+const BATCH: usize = 32;
 /// How often the receive loop forgets sessions that have ended.
 const SWEEP: Duration = Duration::from_secs(1);
 
@@ -109,20 +113,36 @@ impl UdpAcceptor {
             .local_addr()
             .map_or_else(|_| "?".to_owned(), |a| a.to_string());
         let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // One recvmmsg(2) takes up to BATCH datagrams per wake-up.
+        let mut batch = RecvBatch::new(BATCH, MAX_DATAGRAM);
         let mut sweep = tokio::time::interval(SWEEP);
         loop {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((n, client)) => self.forward(&mut sessions, client, &buf[..n]),
-                    Err(e) => {
-                        // ECONNREFUSED and friends can surface on an unconnected
-                        // socket; nothing to do but carry on.
-                        debug!(service = %self.service.name, error = %e, "udp receive failed");
+                ready = self.socket.readable() => {
+                    if ready.is_err() {
+                        break;
                     }
-                },
+                    let received = self
+                        .socket
+                        .try_io(Interest::READABLE, || batch.recv(self.socket.as_fd()));
+                    match received {
+                        Ok(n) => {
+                            for i in 0..n {
+                                if let Some((datagram, client)) = batch.get(i) {
+                                    self.forward(&mut sessions, client, datagram);
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            // ECONNREFUSED and friends can surface on an unconnected
+                            // socket; nothing to do but carry on.
+                            debug!(service = %self.service.name, error = %e, "udp receive failed");
+                        }
+                    }
+                }
                 _ = sweep.tick() => sessions.retain(|_, s| !s.shared.ended.load(Relaxed)),
             }
         }
