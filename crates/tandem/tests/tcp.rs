@@ -437,3 +437,67 @@ async fn sighup_does_not_kill_the_daemon() {
         b"alive\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_pauses_accepting_and_recovers() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: prlimit (util-linux) is missing");
+        return;
+    }
+    let alive = NamedServer::start_holding("alive").await;
+    let listen = free_addr();
+    // tandem under a hard limit of 64 descriptors: ~20 connections exhaust it.
+    let yaml = one_service(listen, &[alive.addr()], "");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tandem.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let log = dir.path().join("log");
+    let mut child = std::process::Command::new("prlimit")
+        .args(["--nofile=64:64", "--"])
+        .arg(bin())
+        .args(["--log-level", "debug", "run", "-c"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs().contains("tandem started") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(listen)).await
+        {
+            held.push(s);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !logs().contains("accept failed, pausing 100ms") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        logs().contains("accept failed, pausing 100ms"),
+        "{}",
+        logs()
+    );
+    // One line per pause, not a spin: at most ~10 per second.
+    let pauses = logs().matches("accept failed").count();
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let mut line = [0u8; 6];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut line))
+        .await
+        .expect("served again after descriptors came back")
+        .unwrap();
+    assert_eq!(&line, b"alive\n");
+    assert!(pauses < 200, "{pauses} accept failures logged: spinning?");
+    let _ = child.kill();
+    let _ = child.wait();
+}
