@@ -36,8 +36,12 @@ PORTS = {  # target -> (bulk, http, idle, dns)
     "haproxy-splice": (22001, 22002, 22003, None),
     "haproxy": (23001, 23002, 23003, None),
     "nginx": (24001, 24002, 24003, 24004),
+    # Only with --baseline: a second tandem binary (say, the last commit's)
+    # measured in the same rounds, so before/after is a ratio within one run.
+    "tandem-base": (25001, 25002, 25003, 25004),
 }
 TANDEM_ADMIN = 21099
+TANDEM_BASE_ADMIN = 25099
 
 
 def cpu_seconds(pid):
@@ -72,11 +76,15 @@ def wait_port(port, udp=False, timeout=10):
 
 
 class Lab:
-    def __init__(self, tandem_bin, workers):
+    def __init__(self, tandem_bin, workers, targets, baseline=None, forwarding="splice", tandem_cpus=PROXY_CPU):
         self.dir = tempfile.mkdtemp(prefix="tandem-bench-")
         self.procs = {}
         self.tandem_bin = tandem_bin
+        self.baseline = baseline
         self.workers = workers
+        self.targets = targets
+        self.forwarding = forwarding
+        self.tandem_cpus = tandem_cpus
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -105,7 +113,7 @@ class Lab:
 daemon off; master_process off; worker_processes 1;
 pid {self.path('backend-nginx.pid')}; error_log {self.path('backend-nginx.err')} crit;
 worker_rlimit_nofile 20000;
-events {{ worker_connections 20000; }}
+events {{ worker_connections 12000; }}
 http {{
   access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
   client_body_temp_path {self.dir}; proxy_temp_path {self.dir}; fastcgi_temp_path {self.dir};
@@ -140,12 +148,12 @@ zone:
         for port in (IPERF, HTTP, IDLE_BACKEND):
             wait_port(port)
 
-    def proxies(self):
-        b, h, i, d = PORTS["tandem"]
-        conf = self.write("tandem.yaml", f"""
-admin: {{ listen: 127.0.0.1:{TANDEM_ADMIN} }}
+    def tandem(self, name, binary, admin):
+        b, h, i, d = PORTS[name]
+        conf = self.write(name + ".yaml", f"""
+admin: {{ listen: 127.0.0.1:{admin} }}
 runtime: {{ worker_threads: {self.workers} }}
-defaults: {{ connect_timeout: 3s, idle_timeout: 1h, forwarding: splice }}
+defaults: {{ connect_timeout: 3s, idle_timeout: 1h, forwarding: {self.forwarding} }}
 services:
   - {{ name: bulk, listen: 127.0.0.1:{b}, backends: [{{ address: "127.0.0.1:{IPERF}" }}] }}
   - {{ name: http, listen: 127.0.0.1:{h}, backends: [{{ address: "127.0.0.1:{HTTP}" }}] }}
@@ -156,13 +164,21 @@ services:
     udp: {{ replies_per_request: 1 }}
     backends: [{{ address: "127.0.0.1:{DNS}" }}]
 """)
-        self.start("tandem", PROXY_CPU, [self.tandem_bin, "--log-level", "warn", "run", "-c", conf])
+        self.start(name, self.tandem_cpus, [binary, "--log-level", "warn", "run", "-c", conf])
+
+    def proxies(self):
+        if "tandem" in self.targets:
+            self.tandem("tandem", self.tandem_bin, TANDEM_ADMIN)
+        if "tandem-base" in self.targets:
+            self.tandem("tandem-base", self.baseline, TANDEM_BASE_ADMIN)
         for name, splice in (("haproxy-splice", True), ("haproxy", False)):
+            if name not in self.targets:
+                continue
             b, h, i, _ = PORTS[name]
             opts = "  option splice-request\n  option splice-response\n" if splice else ""
             conf = self.write(name + ".cfg", f"""global
   nbthread 1
-  maxconn 20000
+  maxconn 6000
 defaults
   mode tcp
   timeout connect 3s
@@ -179,13 +195,20 @@ listen idle
   server s 127.0.0.1:{IDLE_BACKEND}
 """)
             self.start(name, PROXY_CPU, ["haproxy", "-db", "-f", conf])
+        if "nginx" in self.targets:
+            self.nginx()
+        for name in self.targets:
+            if name != "direct":
+                wait_port(PORTS[name][1])
+
+    def nginx(self):
         b, h, i, d = PORTS["nginx"]
         conf = self.write("nginx.conf", f"""
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 daemon off; master_process off; worker_processes 1;
 pid {self.path('nginx.pid')}; error_log {self.path('nginx.err')} crit;
 worker_rlimit_nofile 20000;
-events {{ worker_connections 20000; }}
+events {{ worker_connections 12000; }}
 stream {{
   server {{ listen 127.0.0.1:{b}; proxy_pass 127.0.0.1:{IPERF}; }}
   server {{ listen 127.0.0.1:{h}; proxy_pass 127.0.0.1:{HTTP}; }}
@@ -194,9 +217,6 @@ stream {{
 }}
 """)
         self.start("nginx", PROXY_CPU, ["nginx", "-p", self.dir, "-c", conf])
-        for name, ports in PORTS.items():
-            if name != "direct":
-                wait_port(ports[1])
 
     def pid(self, target):
         return None if target == "direct" else self.procs[target].pid
@@ -340,12 +360,26 @@ def main():
     ap.add_argument("--seconds", type=int)
     ap.add_argument("--idle", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--tandem-cpus", default=PROXY_CPU,
+                    help="cores tandem is pinned to (taskset -c list); the other proxies stay on core " + PROXY_CPU)
+    ap.add_argument("--forwarding", default="splice", choices=["splice", "copy"])
+    ap.add_argument("--baseline", help="a second tandem binary measured in the same rounds as target tandem-base")
+    ap.add_argument("--targets", help="comma-separated subset of: direct,tandem,tandem-base,haproxy-splice,haproxy,nginx")
+    ap.add_argument("--workloads", help="comma-separated subset of: bulk1,bulk4,conn,keepalive,dns,idle")
     ap.add_argument("--out", default="benches/results")
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 5)
     seconds = args.seconds or (2 if args.quick else 5)
-    targets = ["direct", "tandem", "haproxy-splice", "haproxy", "nginx"]
-    lab = Lab(args.tandem, args.workers)
+    targets = ["direct", "tandem"] + (["tandem-base"] if args.baseline else []) + ["haproxy-splice", "haproxy", "nginx"]
+    if args.targets:
+        targets = [t for t in args.targets.split(",") if t]
+        unknown = set(targets) - set(PORTS)
+        if unknown or ("tandem-base" in targets and not args.baseline):
+            ap.error(f"unknown targets {sorted(unknown)} (tandem-base needs --baseline)")
+    workloads = ["bulk1", "bulk4", "conn", "keepalive", "dns", "idle"]
+    if args.workloads:
+        workloads = [w for w in args.workloads.split(",") if w]
+    lab = Lab(args.tandem, args.workers, targets, args.baseline, args.forwarding, args.tandem_cpus)
     results = {t: {} for t in targets}
     try:
         lab.backends()
@@ -359,12 +393,14 @@ def main():
                 ("keepalive", lambda t: http_load(lab, t, seconds, False)),
                 ("dns", lambda t: dns(lab, t, seconds)),
             ]:
+                if workload not in workloads:
+                    continue
                 for t in targets:
                     res = fn(t)
                     if res is not None:
                         results[t].setdefault(workload, []).append(res)
                     time.sleep(0.5)
-        for t in targets:
+        for t in targets if "idle" in workloads else []:
             res = idle(lab, t, args.idle)
             if res:
                 results[t]["idle"] = [res]
@@ -394,8 +430,9 @@ def main():
             return None
         return med([x.get(k) for x in runs])
 
-    lines = [f"rounds: {rounds}, {seconds} s per measurement, tandem worker_threads: {args.workers}, "
-             f"proxies on core {PROXY_CPU}, load and backends on core {LOAD_CPU}; median (min–max)", ""]
+    lines = [f"rounds: {rounds}, {seconds} s per measurement, tandem worker_threads: {args.workers} "
+             f"on core(s) {args.tandem_cpus}, forwarding: {args.forwarding}; other proxies on core {PROXY_CPU}, "
+             f"load and backends on core {LOAD_CPU}; median (min–max)", ""]
     header = "| workload | " + " | ".join(targets) + " |"
     lines += [header, "|" + "---|" * (len(targets) + 1)]
     spec = [
@@ -408,18 +445,33 @@ def main():
         ("DNS queries/s", "dns", "qps", 0), ("DNS CPU µs/query", "dns", "cpu_us_per_query", 1),
         ("idle KiB/conn", "idle", "kib_per_conn", 2),
     ]
+    spec = [row for row in spec if any(get(t, row[1], row[2]) for t in targets)]
     for label, w, k, d in spec:
         lines.append(f"| {label} | " + " | ".join(fmt(get(t, w, k), d) for t in targets) + " |")
-    lines += ["", "Ratios (tandem / other, medians):", "", "| metric | vs haproxy-splice | vs haproxy | vs nginx | vs direct |", "|---|---|---|---|---|"]
-    for label, w, k, d in spec:
-        tv = get("tandem", w, k)
-        if tv is None:
-            continue
-        cells = []
-        for o in ["haproxy-splice", "haproxy", "nginx", "direct"]:
-            ov = get(o, w, k)
-            cells.append(f"{tv[0] / ov[0]:.2f}" if ov and ov[0] else "–")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    anchors = [t for t in ["haproxy-splice", "haproxy", "nginx"] if t in targets]
+    others = [t for t in targets if t != "tandem"]
+    if "tandem" in targets and others:
+        lines += ["", "Ratios (tandem / other, medians; \"best anchor\" is the best of HAProxy and nginx for that row):", "",
+                  "| metric | " + " | ".join(f"vs {o}" for o in others) + " | vs best anchor |",
+                  "|---|" + "---|" * (len(others) + 1)]
+        for label, w, k, d in spec:
+            tv = get("tandem", w, k)
+            if tv is None:
+                continue
+            cells = []
+            for o in others:
+                ov = get(o, w, k)
+                cells.append(f"{tv[0] / ov[0]:.2f}" if ov and ov[0] else "–")
+            # Lower is better for CPU, latency and memory; higher for rates.
+            lower = k.startswith("cpu") or k.endswith("_ms") or k.startswith("kib")
+            vals = [get(o, w, k) for o in anchors]
+            vals = [v[0] for v in vals if v and v[0]]
+            if vals:
+                best = min(vals) if lower else max(vals)
+                cells.append(f"{tv[0] / best:.2f}")
+            else:
+                cells.append("–")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", f"tandem counters after the run: {json.dumps(counters)}"]
     md = os.path.join(args.out, f"l4-{stamp}.md")
     with open(md, "w") as f:

@@ -5,6 +5,10 @@
 #
 #   benches/l4/run.sh            # 5 rounds, 5 s per measurement
 #   benches/l4/run.sh --quick    # 1 round, 2 s per measurement
+#   benches/l4/run.sh --baseline OLD_TANDEM   # before/after in the same rounds
+#   benches/l4/run.sh --workers 2 [--tandem-cpus 0,1]
+#
+# Other options (subsets of targets and workloads, copy mode): bench.py --help.
 #
 # It installs nothing: it names what is missing and stops.
 set -euo pipefail

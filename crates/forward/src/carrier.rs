@@ -1,7 +1,6 @@
 //! What holds bytes between a read from one socket and the write to the other:
-//! a kernel pipe for splice(2), or a userspace buffer for the copy path. Both are
-//! pooled and taken only while bytes are in flight, so an idle connection holds
-//! neither.
+//! a kernel pipe for splice(2), or a userspace buffer. Both are pooled and
+//! taken only while bytes are in flight, so an idle connection holds neither.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -12,17 +11,13 @@ use tokio::net::TcpStream;
 
 use crate::sys;
 
-/// Bytes read from one socket and not yet written to the other.
-pub(crate) trait Carrier: Send + Sized {
-    /// Reads from `src` into the (empty) carrier. `Ok(0)` is end of file.
-    fn fill_from(&mut self, src: &TcpStream) -> io::Result<usize>;
-    /// Writes pending bytes to `dst`; returns how many went.
-    fn drain_into(&mut self, dst: &TcpStream) -> io::Result<usize>;
-    fn pending(&self) -> usize;
-}
-
-/// How much one splice moves at most: the default pipe capacity on Linux.
-pub(crate) const PIPE_CAPACITY: usize = 64 * 1024;
+/// How much a pipe holds: more than the default 64 KiB, so a bulk transfer
+/// needs fewer splice calls (and fewer readiness round trips) per byte. Only
+/// the pages actually in flight use memory; an empty pipe costs its ring of
+/// slot descriptors. Where the kernel refuses (an unprivileged user over
+/// /proc/sys/fs/pipe-max-size or pipe-user-pages-soft), pipes keep the size
+/// they were made with.
+pub(crate) const PIPE_SIZE: usize = 1024 * 1024;
 
 /// A pipe pair that owns its descriptors (closed on drop) and counts the bytes
 /// still inside it, so a pipe with data in it is never handed to another connection.
@@ -31,30 +26,35 @@ pub struct SplicePipe {
     read: OwnedFd,
     write: OwnedFd,
     pending: usize,
+    capacity: usize,
 }
 
 impl SplicePipe {
     pub fn new() -> io::Result<Self> {
         let (read, write) = sys::pipe()?;
+        // 64 KiB is what Linux gives a new pipe (less for a user over its soft limit).
+        let capacity = sys::set_pipe_size(write.as_fd(), PIPE_SIZE).unwrap_or(64 * 1024);
         Ok(SplicePipe {
             read,
             write,
             pending: 0,
+            capacity,
         })
     }
-}
 
-impl Carrier for SplicePipe {
-    fn fill_from(&mut self, src: &TcpStream) -> io::Result<usize> {
-        debug_assert_eq!(self.pending, 0);
+    /// Splices what `src` has into the pipe, as much as fits. `Ok(0)` is end
+    /// of file.
+    pub(crate) fn fill_from(&mut self, src: &TcpStream) -> io::Result<usize> {
+        let room = self.capacity - self.pending;
         let n = src.try_io(Interest::READABLE, || {
-            sys::splice(src.as_fd(), self.write.as_fd(), PIPE_CAPACITY)
+            sys::splice(src.as_fd(), self.write.as_fd(), room)
         })?;
         self.pending += n;
         Ok(n)
     }
 
-    fn drain_into(&mut self, dst: &TcpStream) -> io::Result<usize> {
+    /// Splices pending bytes to `dst`; returns how many went.
+    pub(crate) fn drain_into(&mut self, dst: &TcpStream) -> io::Result<usize> {
         let n = dst.try_io(Interest::WRITABLE, || {
             sys::splice(self.read.as_fd(), dst.as_fd(), self.pending)
         })?;
@@ -62,12 +62,13 @@ impl Carrier for SplicePipe {
         Ok(n)
     }
 
-    fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.pending
     }
 }
 
-/// Size of a userspace copy buffer.
+/// Size of a userspace buffer: one read at most. Like HAProxy's default
+/// bufsize and nginx's proxy_buffer_size for streams.
 pub(crate) const COPY_BUFFER: usize = 16 * 1024;
 
 /// A userspace buffer with the unsent part `start..end`.
@@ -86,6 +87,34 @@ impl CopyBuffer {
             end: 0,
         }
     }
+
+    /// Reads what `src` has into the empty buffer; `Ok(0)` is end of file.
+    pub(crate) fn fill_from(&mut self, src: &TcpStream) -> io::Result<usize> {
+        debug_assert_eq!(self.pending(), 0);
+        let n = read_some(src, &mut self.buf)?;
+        self.start = 0;
+        self.end = n;
+        Ok(n)
+    }
+
+    /// Keeps `bytes` (at most [`COPY_BUFFER`]) to send later; the buffer must be empty.
+    pub(crate) fn keep(&mut self, bytes: &[u8]) {
+        debug_assert_eq!(self.pending(), 0);
+        self.buf[..bytes.len()].copy_from_slice(bytes);
+        self.start = 0;
+        self.end = bytes.len();
+    }
+
+    /// Writes pending bytes to `dst`; returns how many went.
+    pub(crate) fn drain_into(&mut self, dst: &TcpStream) -> io::Result<usize> {
+        let n = write_some(dst, &self.buf[self.start..self.end])?;
+        self.start += n;
+        Ok(n)
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.end - self.start
+    }
 }
 
 impl Default for CopyBuffer {
@@ -94,24 +123,33 @@ impl Default for CopyBuffer {
     }
 }
 
-impl Carrier for CopyBuffer {
-    fn fill_from(&mut self, src: &TcpStream) -> io::Result<usize> {
-        debug_assert_eq!(self.pending(), 0);
-        let n = src.try_read(&mut self.buf)?;
-        self.start = 0;
-        self.end = n;
-        Ok(n)
+/// One read(2) from `src` into `buf`. A read that returns less than `buf`
+/// holds has emptied the socket's receive queue, so the stream's read
+/// readiness is cleared at once, as tokio's own `poll_read` does: the next
+/// wait goes to epoll instead of costing a read(2) that fails with EAGAIN.
+/// End of file is not lost: tokio keeps the read-closed readiness that
+/// EPOLLRDHUP set, so a later wait returns at once and the read returns 0.
+pub(crate) fn read_some(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    let result = src.try_io(Interest::READABLE, || {
+        got = sys::recv(src.as_fd(), buf)?;
+        if got > 0 && got < buf.len() {
+            // try_io clears the readiness it saw when the closure says
+            // WouldBlock; a wakeup that came in meanwhile is kept.
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(got)
+        }
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
+}
 
-    fn drain_into(&mut self, dst: &TcpStream) -> io::Result<usize> {
-        let n = dst.try_write(&self.buf[self.start..self.end])?;
-        self.start += n;
-        Ok(n)
-    }
-
-    fn pending(&self) -> usize {
-        self.end - self.start
-    }
+/// One send(2) of `buf` to `dst`, driven by tokio's write readiness.
+pub(crate) fn write_some(dst: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    dst.try_io(Interest::WRITABLE, || sys::send(dst.as_fd(), buf))
 }
 
 /// A bounded stack of idle carriers. Taking one is a short uncontended lock,

@@ -102,8 +102,15 @@ async fn round_trip(mode: Mode) {
     assert_eq!(s.stats.bytes_to_client(), payload.len() as u64);
     match mode {
         Mode::Splice => {
-            assert_eq!(forwarder.spliced_bytes(), 2 * payload.len() as u64);
-            assert_eq!(forwarder.copied_bytes(), 0);
+            // Bulk goes by splice; the first read of each burst is a copy.
+            let moved = forwarder.spliced_bytes() + forwarder.copied_bytes();
+            assert_eq!(moved, 2 * payload.len() as u64);
+            assert!(
+                forwarder.spliced_bytes() > payload.len() as u64,
+                "spliced {} copied {}",
+                forwarder.spliced_bytes(),
+                forwarder.copied_bytes()
+            );
             assert!(forwarder.idle_pipes() >= 1, "pipes go back to the pool");
         }
         Mode::Copy => {
@@ -121,6 +128,55 @@ async fn splice_moves_every_byte_both_ways() {
 #[tokio::test]
 async fn copy_moves_every_byte_both_ways() {
     round_trip(Mode::Copy).await;
+}
+
+#[tokio::test]
+async fn small_messages_are_copied_even_in_splice_mode() {
+    let forwarder = Forwarder::new();
+    let s = setup(&forwarder, Mode::Splice, Duration::from_secs(30), echo).await;
+    let mut client = s.client;
+    for i in 0..50u32 {
+        let msg = format!("request {i}\r\n");
+        client.write_all(msg.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        client.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, msg.as_bytes());
+    }
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    let relayed = s.relay.await.unwrap();
+    assert_eq!(relayed.from_client, relayed.to_client);
+    assert_eq!(forwarder.spliced_bytes(), 0);
+    assert_eq!(forwarder.copied_bytes(), 2 * relayed.from_client);
+    assert_eq!(forwarder.idle_pipes(), 0, "no pipe was ever taken");
+}
+
+#[tokio::test]
+async fn a_direction_that_splices_goes_back_to_copying_small_messages() {
+    let forwarder = Forwarder::new();
+    let s = setup(&forwarder, Mode::Splice, Duration::from_secs(30), echo).await;
+    let mut client = s.client;
+    let bulk = data(4 * 1024 * 1024);
+    let mut back = vec![0u8; bulk.len()];
+    let (mut r, mut w) = client.split();
+    let (wrote, read) = tokio::join!(w.write_all(&bulk), r.read_exact(&mut back));
+    wrote.unwrap();
+    read.unwrap();
+    assert_eq!(back, bulk);
+    let spliced = forwarder.spliced_bytes();
+    assert!(spliced > 0);
+    for i in 0..20u32 {
+        let msg = format!("small {i}");
+        client.write_all(msg.as_bytes()).await.unwrap();
+        let mut echo = vec![0u8; msg.len()];
+        client.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, msg.as_bytes());
+    }
+    // At most the first small message of each direction may still be spliced.
+    assert!(forwarder.spliced_bytes() - spliced <= 2 * "small 0".len() as u64);
+    drop(client);
+    s.relay.await.unwrap();
 }
 
 async fn half_close(mode: Mode) {

@@ -4,12 +4,18 @@
 //! daemons on one port must fail loudly, not split the traffic silently.
 //!
 //! A failure says what to do about it, in plain words.
+//!
+//! Accepted sockets inherit TCP_NODELAY and the keepalive settings of their
+//! listening socket on Linux, so those are set once on the listener
+//! ([`ListenerOptions`]) instead of five setsockopt(2) calls per connection.
 
 use std::io;
 use std::net::SocketAddr;
 
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockRef, Socket, Type};
 use tandem_core::{ListenAddress, Protocol};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::debug;
 
 use crate::holder;
 
@@ -41,6 +47,8 @@ pub enum BindError {
 /// Binds and listens on a TCP address; the socket is non-blocking, ready for tokio.
 pub fn bind_tcp(address: ListenAddress) -> Result<std::net::TcpListener, BindError> {
     let socket = listen_socket(address, Protocol::Tcp).and_then(|s| {
+        // Inherited by every accepted socket.
+        s.set_nodelay(true)?;
         s.listen(BACKLOG)?;
         Ok(s)
     });
@@ -74,6 +82,69 @@ fn listen_socket(address: ListenAddress, protocol: Protocol) -> io::Result<Socke
     socket.set_cloexec(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)
+}
+
+/// What the listening socket hands down to the sockets it accepts: TCP_NODELAY
+/// always, and the service's keepalive choice, which a reload may change.
+///
+/// A change is made on the listener, so only connections that complete their
+/// handshake afterwards inherit it; those already in the accept queue carry
+/// the old settings. So after each change the accepted sockets are checked
+/// (getsockopt) and fixed until the first one that came with the right
+/// settings: the queue is first in, first out, so every later one did too.
+#[derive(Debug)]
+pub(crate) struct ListenerOptions {
+    /// The keepalive choice made on the listener; `None` before the first.
+    keepalive: Option<bool>,
+    /// Whether accepted sockets may still predate the last change.
+    checking: bool,
+}
+
+impl ListenerOptions {
+    /// Sets TCP_NODELAY on `listener`: [`bind_tcp`] did already, but a listener
+    /// may come from elsewhere.
+    pub(crate) fn new(listener: &TcpListener) -> Self {
+        if let Err(e) = SockRef::from(listener).set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY on the listening socket");
+        }
+        ListenerOptions {
+            keepalive: None,
+            checking: true,
+        }
+    }
+
+    /// Makes sure `accepted` and the sockets accepted after it have
+    /// TCP_NODELAY and keepalive as `keepalive` says.
+    pub(crate) fn apply(&mut self, listener: &TcpListener, accepted: &TcpStream, keepalive: bool) {
+        if self.keepalive != Some(keepalive) {
+            set_keepalive(&SockRef::from(listener), keepalive);
+            self.keepalive = Some(keepalive);
+            self.checking = true;
+        }
+        if !self.checking {
+            return;
+        }
+        let socket = SockRef::from(accepted);
+        let nodelay = socket.nodelay().unwrap_or(false);
+        let keepalive_on = socket.keepalive().unwrap_or(!keepalive);
+        if nodelay && keepalive_on == keepalive {
+            self.checking = false;
+            return;
+        }
+        let _ = socket.set_nodelay(true);
+        set_keepalive(&socket, keepalive);
+    }
+}
+
+fn set_keepalive(socket: &SockRef<'_>, on: bool) {
+    let result = if on {
+        socket.set_tcp_keepalive(&crate::tcp::keepalive_params())
+    } else {
+        socket.set_keepalive(false)
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "cannot set TCP keepalive");
+    }
 }
 
 fn explain(error: io::Error, protocol: Protocol, address: ListenAddress) -> BindError {
@@ -140,6 +211,72 @@ mod tests {
             l.local_addr().unwrap().ip(),
             "198.18.255.254".parse::<std::net::IpAddr>().unwrap()
         );
+    }
+
+    /// What an accepted socket says about TCP_NODELAY, SO_KEEPALIVE and the
+    /// keepalive timing.
+    fn accepted_options(
+        listener: &std::net::TcpListener,
+    ) -> (bool, bool, std::time::Duration, std::time::Duration, u32) {
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        let s = SockRef::from(&s);
+        (
+            s.nodelay().unwrap(),
+            s.keepalive().unwrap(),
+            s.keepalive_time().unwrap(),
+            s.keepalive_interval().unwrap(),
+            s.keepalive_retries().unwrap(),
+        )
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_keepalive_from_the_listener() {
+        let listener = bind_tcp(ListenAddress("127.0.0.1:0".parse().unwrap())).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (nodelay, keepalive, ..) = accepted_options(&listener);
+        assert!(
+            nodelay,
+            "bind_tcp sets TCP_NODELAY for every accepted socket"
+        );
+        assert!(!keepalive);
+        SockRef::from(&listener)
+            .set_tcp_keepalive(&crate::tcp::keepalive_params())
+            .unwrap();
+        let (nodelay, keepalive, time, interval, retries) = accepted_options(&listener);
+        assert!(nodelay && keepalive);
+        assert_eq!(time, crate::tcp::KEEPALIVE_TIME);
+        assert_eq!(interval, crate::tcp::KEEPALIVE_INTERVAL);
+        assert_eq!(retries, crate::tcp::KEEPALIVE_RETRIES);
+    }
+
+    #[tokio::test]
+    async fn a_keepalive_change_reaches_connections_queued_before_it() {
+        let std_listener = bind_tcp(ListenAddress("127.0.0.1:0".parse().unwrap())).unwrap();
+        let listener = TcpListener::from_std(std_listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut options = ListenerOptions::new(&listener);
+        // Two connections queue while the listener has no keepalive ...
+        let _a = TcpStream::connect(addr).await.unwrap();
+        let _b = TcpStream::connect(addr).await.unwrap();
+        // ... and the service turns keepalive on before they are accepted.
+        let (a, _) = listener.accept().await.unwrap();
+        options.apply(&listener, &a, true);
+        assert!(SockRef::from(&a).keepalive().unwrap(), "fixed by hand");
+        let (b, _) = listener.accept().await.unwrap();
+        options.apply(&listener, &b, true);
+        assert!(SockRef::from(&b).keepalive().unwrap(), "fixed by hand");
+        let _c = TcpStream::connect(addr).await.unwrap();
+        let (c, _) = listener.accept().await.unwrap();
+        assert!(SockRef::from(&c).keepalive().unwrap(), "inherited");
+        options.apply(&listener, &c, true);
+        assert!(!options.checking, "a socket that inherited ends the checks");
+        // Turned off again by a reload.
+        let _d = TcpStream::connect(addr).await.unwrap();
+        let (d, _) = listener.accept().await.unwrap();
+        options.apply(&listener, &d, false);
+        assert!(!SockRef::from(&d).keepalive().unwrap());
+        assert!(SockRef::from(&d).nodelay().unwrap());
     }
 
     #[test]

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tandem_config::{Forwarding, HealthKind};
-use tandem_core::{Backend, ConnectFailure};
-use tandem_forward::{Ending, Forwarder, Mode, RelayOptions};
+use tandem_core::{ActiveConnection, Backend, ConnectFailure};
+use tandem_forward::{Ending, Forwarder, Mode, RelayOptions, Relayed};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::bind::ListenerOptions;
 use crate::service::{ServiceState, Snapshot};
 
 /// How long the accept loop pauses when the process is out of descriptors or memory.
@@ -25,9 +26,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Keepalive on both legs: first probe after a minute of silence, then every
 /// 10 s, dropped after 6 unanswered probes. Finds dead peers of silent streams
 /// (`kubectl logs -f`, `exec`) long before `idle_timeout`.
-const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_RETRIES: u32 = 6;
+pub(crate) const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const KEEPALIVE_RETRIES: u32 = 6;
 
 /// Accepts connections for one TCP service until told to stop.
 #[derive(Debug)]
@@ -51,6 +52,7 @@ impl TcpAcceptor {
             .listener
             .local_addr()
             .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        let mut options = ListenerOptions::new(&self.listener);
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -58,7 +60,11 @@ impl TcpAcceptor {
                 accepted = self.listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => {
+                    let snapshot = self.service.snapshot.load_full();
+                    options.apply(&self.listener, &stream, snapshot.config.tcp_keepalive);
+                    self.admit(stream, peer, snapshot);
+                }
                 Err(e) if is_resource_exhaustion(&e) => {
                     warn!(service = %self.service.name, listen = %local, error = %e, "accept failed, pausing 100ms");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -69,11 +75,10 @@ impl TcpAcceptor {
         info!(service = %self.service.name, listen = %local, "stopped accepting");
     }
 
-    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
-        let service = Arc::clone(&self.service);
-        let snapshot = service.snapshot.load_full();
+    fn admit(&self, stream: TcpStream, peer: SocketAddr, snapshot: Arc<Snapshot>) {
+        let service = &self.service;
         service.counters.accepted.fetch_add(1, Relaxed);
-        let Some(slot) = ConnectionSlot::take(&service, &snapshot) else {
+        let Some(slot) = ConnectionSlot::take(service, &snapshot) else {
             service.counters.rejected_over_limit.fetch_add(1, Relaxed);
             debug!(service = %service.name, client = %peer, "max_connections reached, closed");
             if snapshot.config.access_log {
@@ -89,16 +94,30 @@ impl TcpAcceptor {
             }
             return;
         };
-        let forwarder = self.forwarder.clone();
-        let cut = self.cut.clone();
-        let span = tracing::info_span!("conn", service = %service.name, client = %peer);
-        self.tracker.spawn(
-            async move {
-                let _slot = slot;
-                serve(stream, peer, &service, &snapshot, &forwarder, &cut).await;
-            }
-            .instrument(span),
-        );
+        self.tracker
+            .spawn(self.connection(stream, peer, snapshot, slot));
+    }
+
+    /// The task of one admitted connection.
+    fn connection(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        snapshot: Arc<Snapshot>,
+        slot: ConnectionSlot,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // Debug level: at info a span per connection costs more than the
+        // proxying of a small request; warnings name service and client themselves.
+        let span = tracing::debug_span!("conn", service = %self.service.name, client = %peer);
+        let task = Connection {
+            client: stream,
+            peer,
+            snapshot,
+            slot,
+            forwarder: self.forwarder.clone(),
+            cut: self.cut.clone(),
+        };
+        serve(task).instrument(span)
     }
 }
 
@@ -149,23 +168,70 @@ impl Drop for ConnectionSlot {
     }
 }
 
-async fn serve(
+/// What a connection's task owns. One struct moved into one `async fn`, so
+/// the task's future stores each of these once.
+struct Connection {
     client: TcpStream,
     peer: SocketAddr,
-    service: &ServiceState,
-    snapshot: &Snapshot,
-    forwarder: &Forwarder,
-    cut: &CancellationToken,
-) {
-    let started = Instant::now();
-    let config = &snapshot.config;
-    tune(&client, config.tcp_keepalive);
-    let Some((upstream, backend)) = connect_any(snapshot, peer).await else {
+    snapshot: Arc<Snapshot>,
+    /// Also holds the service.
+    slot: ConnectionSlot,
+    forwarder: Forwarder,
+    cut: CancellationToken,
+}
+
+/// Connects to a backend and relays. Written as a function returning an
+/// `async move` block rather than an `async fn`, and using the connection's
+/// fields in place: an `async fn` copies its argument into a local, and a
+/// local copy of a field lives in the task next to the original.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
+fn serve(task: Connection) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let started = Instant::now();
+        // The client leg's TCP_NODELAY and keepalive came with it from the
+        // listening socket (see `ListenerOptions`).
+        let connecting = connect_any(&task.slot.service.name, &task.snapshot, task.peer);
+        // Boxed: the connect phase is larger than the relay and over soon;
+        // inline it would stay in every connection's task for its lifetime.
+        let Some((upstream, active)) = Box::pin(connecting).await else {
+            task.connect_failed(started);
+            return;
+        };
+        let relayed = task
+            .forwarder
+            .relay(
+                &task.client,
+                &upstream,
+                task.relay_options(),
+                active.backend(),
+                &task.cut,
+            )
+            .await;
+        task.finished(started, active.backend(), &relayed);
+        // Counted open until here.
+        drop(active);
+    }
+}
+
+impl Connection {
+    fn relay_options(&self) -> RelayOptions {
+        let config = &self.snapshot.config;
+        RelayOptions {
+            mode: match config.forwarding {
+                Forwarding::Splice => Mode::Splice,
+                Forwarding::Copy => Mode::Copy,
+            },
+            idle_timeout: config.idle_timeout,
+        }
+    }
+
+    fn connect_failed(&self, started: Instant) {
+        let service = &self.slot.service;
         service.counters.no_backend.fetch_add(1, Relaxed);
-        if config.access_log {
+        if self.snapshot.config.access_log {
             access_log(
                 &service.name,
-                peer,
+                self.peer,
                 None,
                 started.elapsed(),
                 0,
@@ -173,49 +239,40 @@ async fn serve(
                 "connect_failed",
             );
         }
-        return;
-    };
-    let active = backend.open_connection();
-    let options = RelayOptions {
-        mode: match config.forwarding {
-            Forwarding::Splice => Mode::Splice,
-            Forwarding::Copy => Mode::Copy,
-        },
-        idle_timeout: config.idle_timeout,
-    };
-    let relayed = forwarder
-        .relay(&client, &upstream, options, &backend, cut)
-        .await;
-    drop(active);
-    let elapsed = started.elapsed();
-    service.duration.observe(elapsed.as_secs_f64());
-    match &relayed.ending {
-        Ending::Cut => {
-            service.counters.cut_at_drain.fetch_add(1, Relaxed);
-        }
-        Ending::Internal(e) => {
-            warn!(backend = %backend.label(), error = %e, "connection closed: no pipe or buffer available");
-        }
-        _ => {}
     }
-    if config.access_log {
-        access_log(
-            &service.name,
-            peer,
-            Some(backend.label()),
-            elapsed,
-            relayed.from_client,
-            relayed.to_client,
-            relayed.ending.as_str(),
-        );
-    } else {
-        debug!(
-            backend = %backend.label(),
-            from_client = relayed.from_client,
-            to_client = relayed.to_client,
-            ending = relayed.ending.as_str(),
-            "connection ended"
-        );
+
+    fn finished(&self, started: Instant, backend: &Backend, relayed: &Relayed) {
+        let service = &self.slot.service;
+        let elapsed = started.elapsed();
+        service.duration.observe(elapsed.as_secs_f64());
+        match &relayed.ending {
+            Ending::Cut => {
+                service.counters.cut_at_drain.fetch_add(1, Relaxed);
+            }
+            Ending::Internal(e) => {
+                warn!(service = %service.name, client = %self.peer, backend = %backend.label(), error = %e, "connection closed: no pipe or buffer available");
+            }
+            _ => {}
+        }
+        if self.snapshot.config.access_log {
+            access_log(
+                &service.name,
+                self.peer,
+                Some(backend.label()),
+                elapsed,
+                relayed.from_client,
+                relayed.to_client,
+                relayed.ending.as_str(),
+            );
+        } else {
+            debug!(
+                backend = %backend.label(),
+                from_client = relayed.from_client,
+                to_client = relayed.to_client,
+                ending = relayed.ending.as_str(),
+                "connection ended"
+            );
+        }
     }
 }
 
@@ -242,24 +299,76 @@ fn access_log(
     );
 }
 
+/// How many tried backends a connection keeps without allocating.
+const TRIED_INLINE: usize = 8;
+
+/// The backends one connection has tried, in order: inline for the usual
+/// few attempts, on the heap only beyond [`TRIED_INLINE`].
+struct Tried {
+    inline: [usize; TRIED_INLINE],
+    len: usize,
+    spilled: Vec<usize>,
+}
+
+impl Tried {
+    fn new() -> Self {
+        Tried {
+            inline: [0; TRIED_INLINE],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, index: usize) {
+        if self.spilled.is_empty() && self.len < TRIED_INLINE {
+            self.inline[self.len] = index;
+            self.len += 1;
+            return;
+        }
+        if self.spilled.is_empty() {
+            self.spilled.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.spilled.push(index);
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
 /// Tries backends in the scheduler's order, never one twice, up to
-/// `1 + connect_retries` attempts. `None` when no backend could be connected.
-async fn connect_any(snapshot: &Snapshot, peer: SocketAddr) -> Option<(TcpStream, Arc<Backend>)> {
+/// `1 + connect_retries` attempts. `None` when no backend could be connected;
+/// otherwise the stream and the connection counted open on its backend.
+async fn connect_any(
+    service: &str,
+    snapshot: &Snapshot,
+    peer: SocketAddr,
+) -> Option<(TcpStream, ActiveConnection)> {
     let config = &snapshot.config;
     let attempts = 1 + config.connect_retries as usize;
-    let mut tried = Vec::with_capacity(attempts.min(snapshot.backends.len()));
+    let mut tried = Tried::new();
     while tried.len() < attempts {
         let Some(index) = tandem_scheduler::pick(
             &*snapshot.scheduler,
             snapshot.on_all_down(),
             &snapshot.backends,
             peer,
-            &tried,
+            tried.as_slice(),
         ) else {
-            if tried.is_empty() {
-                warn!("no backend available, connection closed");
+            if tried.len() == 0 {
+                warn!(service, client = %peer, "no backend available, connection closed");
             } else {
                 warn!(
+                    service,
+                    client = %peer,
                     attempts = tried.len(),
                     "every backend tried failed, connection closed"
                 );
@@ -277,7 +386,7 @@ async fn connect_any(snapshot: &Snapshot, peer: SocketAddr) -> Option<(TcpStream
         {
             Ok(stream) => {
                 backend.record_connect_success();
-                return Some((stream, Arc::clone(backend)));
+                return Some((stream, backend.open_connection()));
             }
             Err(e) => {
                 let kind = match e.kind() {
@@ -286,12 +395,14 @@ async fn connect_any(snapshot: &Snapshot, peer: SocketAddr) -> Option<(TcpStream
                     _ => ConnectFailure::Other,
                 };
                 let in_a_row = backend.record_connect_failure(kind);
-                warn!(backend = %backend.label(), attempt = tried.len(), error = %e, "backend connect failed");
+                warn!(service, client = %peer, backend = %backend.label(), attempt = tried.len(), error = %e, "backend connect failed");
                 eject_if_failing(snapshot, backend, in_a_row);
             }
         }
     }
     warn!(
+        service,
+        client = %peer,
         attempts = tried.len(),
         "connect retries exhausted, connection closed"
     );
@@ -317,6 +428,8 @@ pub(crate) fn eject_if_failing(snapshot: &Snapshot, backend: &Backend, in_a_row:
     }
 }
 
+/// Connects the backend leg; TCP_NODELAY and keepalive are set once, before
+/// the handshake.
 async fn connect(address: SocketAddr, timeout: Duration, keepalive: bool) -> io::Result<TcpStream> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
@@ -324,28 +437,24 @@ async fn connect(address: SocketAddr, timeout: Duration, keepalive: bool) -> io:
         TcpSocket::new_v6()?
     };
     socket.set_nodelay(true)?;
-    let stream = match tokio::time::timeout(timeout, socket.connect(address)).await {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect timed out after {}", humanize(timeout)),
-            ))
-        }
-    };
-    tune(&stream, keepalive);
-    Ok(stream)
+    if keepalive {
+        let _ = SockRef::from(&socket).set_tcp_keepalive(&keepalive_params());
+    }
+    match tokio::time::timeout(timeout, socket.connect(address)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connect timed out after {}", humanize(timeout)),
+        )),
+    }
 }
 
-fn tune(stream: &TcpStream, keepalive: bool) {
-    let _ = stream.set_nodelay(true);
-    if keepalive {
-        let params = TcpKeepalive::new()
-            .with_time(KEEPALIVE_TIME)
-            .with_interval(KEEPALIVE_INTERVAL)
-            .with_retries(KEEPALIVE_RETRIES);
-        let _ = SockRef::from(stream).set_tcp_keepalive(&params);
-    }
+/// Keepalive on both legs: see [`KEEPALIVE_TIME`].
+pub(crate) fn keepalive_params() -> TcpKeepalive {
+    TcpKeepalive::new()
+        .with_time(KEEPALIVE_TIME)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES)
 }
 
 fn humanize(d: Duration) -> String {
@@ -353,5 +462,61 @@ fn humanize(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ListenerMetrics, Services};
+
+    #[test]
+    fn tried_backends_stay_inline_then_spill_in_order() {
+        let mut tried = Tried::new();
+        for i in 0..TRIED_INLINE {
+            tried.push(i * 10);
+        }
+        assert!(tried.spilled.is_empty());
+        tried.push(7);
+        tried.push(9);
+        let want: Vec<usize> = (0..TRIED_INLINE).map(|i| i * 10).chain([7, 9]).collect();
+        assert_eq!(tried.as_slice(), want.as_slice());
+        assert_eq!(tried.len(), TRIED_INLINE + 2);
+    }
+
+    /// An idle connection costs its task (this future, tokio's header and
+    /// trailer, rounded up to 128 bytes: 640 today) and the two sockets'
+    /// registrations (256 bytes each). Above about 560 bytes the task takes
+    /// the next 128; see docs/performance.md.
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        let config = tandem_config::parse(
+            "services:\n  - { name: s, listen: 127.0.0.1:1, backends: [{ address: 127.0.0.1:2 }] }\n",
+            "test",
+        )
+        .unwrap();
+        let registry = prometheus::Registry::new();
+        let forwarder = Forwarder::new();
+        let metrics =
+            ListenerMetrics::register(&registry, Services::new(), forwarder.clone()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let acceptor = TcpAcceptor {
+            service: ServiceState::new(config.services[0].clone(), &metrics),
+            listener,
+            forwarder,
+            tracker: TaskTracker::new(),
+            cut: CancellationToken::new(),
+        };
+        let snapshot = acceptor.service.snapshot.load_full();
+        let slot = ConnectionSlot::take(&acceptor.service, &snapshot).unwrap();
+        let task = acceptor.connection(stream, peer, snapshot, slot);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= 560, "connection future grew to {size} bytes");
+        drop(client);
     }
 }
