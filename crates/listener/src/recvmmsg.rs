@@ -1,5 +1,5 @@
-//! recvmmsg(2): many UDP datagrams, with their sources, in one system call.
-//! The only `unsafe` of the listener, wrapped so the receive loop sees slices
+//! recvmmsg(2) and sendmmsg(2): many UDP datagrams in one system call each
+//! way. The only `unsafe` of the listener, wrapped so the UDP code sees slices
 //! and socket addresses.
 #![allow(unsafe_code)]
 
@@ -88,6 +88,50 @@ impl RecvBatch {
     }
 }
 
+/// The most datagrams [`send_batch`] sends in one call.
+pub(crate) const SEND_BATCH: usize = 8;
+
+/// Sends each of `datagrams` (at most [`SEND_BATCH`]) to `to` with one
+/// sendmmsg(2), without blocking; returns how many were sent.
+pub(crate) fn send_batch(
+    fd: BorrowedFd<'_>,
+    to: SocketAddr,
+    datagrams: &[&[u8]],
+) -> io::Result<usize> {
+    let count = datagrams.len().min(SEND_BATCH);
+    let address = socket2::SockAddr::from(to);
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut iovecs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    let mut headers: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..count {
+        iovecs[i] = libc::iovec {
+            iov_base: datagrams[i].as_ptr() as *mut libc::c_void,
+            iov_len: datagrams[i].len(),
+        };
+        let h = &mut headers[i].msg_hdr;
+        h.msg_name = address.as_ptr() as *mut libc::c_void;
+        h.msg_namelen = address.len();
+        h.msg_iov = &mut iovecs[i];
+        h.msg_iovlen = 1;
+    }
+    // SAFETY: each header points at a live iovec (over a borrowed slice the
+    // kernel only reads) and at `address`, all alive for the call; the
+    // descriptor is borrowed for the call.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            headers.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
@@ -139,6 +183,25 @@ mod tests {
         assert_eq!(got[0], (&b"one"[..], a.local_addr().unwrap()));
         assert_eq!(got[1], (&b"two"[..], b.local_addr().unwrap()));
         assert_eq!(got[2], (&b"three"[..], a.local_addr().unwrap()));
+    }
+
+    #[test]
+    fn sends_a_batch_to_one_destination_in_order() {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sent = send_batch(
+            server.as_fd(),
+            client.local_addr().unwrap(),
+            &[b"a", b"bb", b"ccc"],
+        )
+        .unwrap();
+        assert_eq!(sent, 3);
+        let mut buf = [0u8; 8];
+        for expected in [&b"a"[..], b"bb", b"ccc"] {
+            let (n, from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], expected);
+            assert_eq!(from, server.local_addr().unwrap());
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::recvmmsg::RecvBatch;
+use crate::recvmmsg::{send_batch, RecvBatch, SEND_BATCH};
 use crate::service::{ServiceState, Snapshot};
 use crate::tcp::eject_if_failing;
 
@@ -264,7 +264,7 @@ impl UdpAcceptor {
 thread_local! {
     /// One reply buffer per worker thread: a reply is received and sent on
     /// without awaiting in between, so no two sessions ever share it at once.
-    static REPLY_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_DATAGRAM]);
+    static REPLY_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; SEND_BATCH * MAX_DATAGRAM]);
 }
 
 struct ReplyTask {
@@ -377,23 +377,47 @@ impl ReplyTask {
         REPLY_BUFFER.with(|cell| {
             let mut buf = cell.borrow_mut();
             loop {
-                let n = match self.upstream.try_recv(&mut buf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) => return Err(e),
-                };
-                self.shared.touch();
-                *replies += 1;
-                *bytes_out += n as u64;
-                self.backend.add_bytes_to_client(n as u64);
-                match self.listen.send_to(&buf[..n], self.client) {
-                    Ok(_) => {
-                        counters.datagrams_out.fetch_add(1, Relaxed);
-                        counters.bytes_out.fetch_add(n as u64, Relaxed);
+                // Take what the backend has sent (up to a batch), then pass it
+                // on to the client with one sendmmsg(2).
+                let mut lens = [0usize; SEND_BATCH];
+                let mut taken = 0;
+                let mut failure = None;
+                while taken < SEND_BATCH {
+                    let slot = &mut buf[taken * MAX_DATAGRAM..(taken + 1) * MAX_DATAGRAM];
+                    match self.upstream.try_recv(slot) {
+                        Ok(n) => {
+                            lens[taken] = n;
+                            taken += 1;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
                     }
-                    Err(_) => {
-                        counters.dropped_busy.fetch_add(1, Relaxed);
-                    }
+                }
+                if taken > 0 {
+                    self.shared.touch();
+                    let datagrams: [&[u8]; SEND_BATCH] =
+                        std::array::from_fn(|i| &buf[i * MAX_DATAGRAM..i * MAX_DATAGRAM + lens[i]]);
+                    let bytes: usize = lens[..taken].iter().sum();
+                    *replies += taken as u64;
+                    *bytes_out += bytes as u64;
+                    self.backend.add_bytes_to_client(bytes as u64);
+                    let sent = send_batch(self.listen.as_fd(), self.client, &datagrams[..taken])
+                        .unwrap_or(0);
+                    let sent_bytes: usize = lens[..sent].iter().sum();
+                    counters.datagrams_out.fetch_add(sent as u64, Relaxed);
+                    counters.bytes_out.fetch_add(sent_bytes as u64, Relaxed);
+                    counters
+                        .dropped_busy
+                        .fetch_add((taken - sent) as u64, Relaxed);
+                }
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                if taken < SEND_BATCH {
+                    return Ok(());
                 }
             }
         })
