@@ -371,6 +371,9 @@ impl Daemon {
 
         // Nothing can fail from here on.
         let mut summary = Summary::default();
+        // Acceptors told to stop; awaited before the reload returns, so that a
+        // removed or moved address no longer accepts once the reload reports.
+        let mut stopping = Vec::new();
         let mut old: HashMap<String, RunningService> = running
             .services
             .drain(..)
@@ -391,6 +394,11 @@ impl Daemon {
                     // Same service, new address: keep its counters and backends;
                     // its open connections keep flowing, never cut by the move.
                     moved.stop.cancel();
+                    let mut moved = moved;
+                    stopping.push(std::mem::replace(
+                        &mut moved.acceptor,
+                        tokio::spawn(async {}),
+                    ));
                     moved.state.update(service.clone());
                     update_health(&moved);
                     summary.moved.push(format!(
@@ -426,7 +434,16 @@ impl Daemon {
             removed.stop.cancel();
             removed.health_stop.cancel();
             drain_then_cut(&removed.state, removed.cut.clone());
+            stopping.push(removed.acceptor);
             summary.removed.push(name);
+        }
+        for acceptor in stopping {
+            if tokio::time::timeout(Duration::from_secs(2), acceptor)
+                .await
+                .is_err()
+            {
+                warn!("an acceptor did not stop within 2s");
+            }
         }
         running.config = new;
         self.publish(running);
