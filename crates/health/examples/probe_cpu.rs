@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem_config::{Health, HealthKind, InitialState, Tls};
+use tandem_config::{Health, HealthKind};
 use tandem_core::{Backend, BackendAddress};
 use tandem_health::{Checker, ProbeReport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,29 +50,10 @@ fn main() {
         .expect("listener port");
     let addr: std::net::SocketAddr = line.trim().parse().expect("listener address");
 
-    let health = Health {
-        kind,
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        rise: NonZeroU32::new(2).expect("2"),
-        fall: NonZeroU32::new(3).expect("3"),
-        initial: InitialState::Down,
-        port: None,
-        path: "/readyz".to_owned(),
-        expect_status: vec![200],
-        expect_body: None,
-        host: None,
-        send: None,
-        expect: None,
-        tls: Tls {
-            verify: false,
-            ca_file: None,
-            server_name: None,
-            cert_file: None,
-            key_file: None,
-        },
-        eject_after: None,
-    };
+    let mut health = Health::defaults(kind);
+    health.interval = Duration::from_secs(1);
+    health.path = "/readyz".to_owned();
+    health.tls.verify = false;
     let backends: Vec<Arc<Backend>> = (0..count)
         .map(|i| {
             Arc::new(Backend::new(

@@ -184,7 +184,7 @@ impl Checker {
             info!(
                 service = %shared.service,
                 backends = plan.members.len(),
-                check = crate::probe::kind_name(plan.health.kind),
+                check = plan.health.kind.as_str(),
                 interval = %humantime::format_duration(plan.health.interval),
                 "health checks running"
             );

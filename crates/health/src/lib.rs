@@ -54,39 +54,10 @@ pub use probe::{Outcome, Prober};
 
 #[cfg(test)]
 mod testing {
-    use std::num::NonZeroU32;
-    use std::time::Duration;
-
-    use tandem_config::{Health, HealthKind, InitialState, Tls};
+    use tandem_config::{Health, HealthKind};
 
     /// A `Health` as the config crate would default it for `kind`.
     pub(crate) fn health(kind: HealthKind) -> Health {
-        Health {
-            kind,
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
-            rise: NonZeroU32::new(2).unwrap(),
-            fall: NonZeroU32::new(3).unwrap(),
-            initial: if kind == HealthKind::None {
-                InitialState::Up
-            } else {
-                InitialState::Down
-            },
-            port: None,
-            path: "/".to_owned(),
-            expect_status: vec![200],
-            expect_body: None,
-            host: None,
-            send: None,
-            expect: None,
-            tls: Tls {
-                verify: true,
-                ca_file: None,
-                server_name: None,
-                cert_file: None,
-                key_file: None,
-            },
-            eject_after: None,
-        }
+        Health::defaults(kind)
     }
 }

@@ -281,17 +281,6 @@ impl HttpCheck {
     }
 }
 
-/// The `type` of a health section as written in the config.
-pub(crate) fn kind_name(kind: HealthKind) -> &'static str {
-    match kind {
-        HealthKind::None => "none",
-        HealthKind::Tcp => "tcp",
-        HealthKind::Http => "http",
-        HealthKind::Https => "https",
-        HealthKind::Udp => "udp",
-    }
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }

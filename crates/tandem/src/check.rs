@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use tandem_config::{Config, HealthKind, SchedulerKind};
+use tandem_config::Config;
 
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     match tandem_config::load(path) {
@@ -24,25 +24,6 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::FAILURE)
         }
-    }
-}
-
-fn scheduler_name(kind: SchedulerKind) -> &'static str {
-    match kind {
-        SchedulerKind::RoundRobin => "round_robin",
-        SchedulerKind::LeastConnections => "least_connections",
-        SchedulerKind::SourceHash => "source_hash",
-        SchedulerKind::Random => "random",
-    }
-}
-
-fn health_name(kind: HealthKind) -> &'static str {
-    match kind {
-        HealthKind::None => "none",
-        HealthKind::Tcp => "tcp",
-        HealthKind::Http => "http",
-        HealthKind::Https => "https",
-        HealthKind::Udp => "udp",
     }
 }
 
@@ -68,8 +49,8 @@ pub fn summary(config: &Config, origin: &str) -> String {
             s.name,
             s.protocol.as_str(),
             s.listen.to_string(),
-            scheduler_name(s.scheduler),
-            health_name(s.health.kind),
+            s.scheduler.as_str(),
+            s.health.kind.as_str(),
             s.backends.len()
         );
         for b in &s.backends {

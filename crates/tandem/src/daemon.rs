@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
-use tandem_config::{Config, SchedulerKind};
+use tandem_config::Config;
 use tandem_core::{ListenAddress, Protocol};
 use tandem_forward::Forwarder;
 use tandem_listener::{
@@ -242,7 +242,7 @@ impl Daemon {
             service = %config.name,
             listen = %config.listen,
             backends = config.backends.len(),
-            scheduler = scheduler_name(config.scheduler),
+            scheduler = config.scheduler.as_str(),
             "listening"
         );
         let health = checker.handle();
@@ -531,15 +531,6 @@ impl std::fmt::Display for Summary {
     }
 }
 
-pub fn scheduler_name(kind: SchedulerKind) -> &'static str {
-    match kind {
-        SchedulerKind::RoundRobin => "round_robin",
-        SchedulerKind::LeastConnections => "least_connections",
-        SchedulerKind::SourceHash => "source_hash",
-        SchedulerKind::Random => "random",
-    }
-}
-
 impl AdminApi for Daemon {
     fn ready(&self) -> Result<(), String> {
         if self.ready.load(Relaxed) {
@@ -597,7 +588,7 @@ fn status_of(daemon: &Daemon) -> Status {
                 name: c.name.clone(),
                 protocol: c.protocol.to_string(),
                 listen: c.listen.to_string(),
-                scheduler: scheduler_name(c.scheduler).to_owned(),
+                scheduler: c.scheduler.as_str().to_owned(),
                 active: state.counters.active.load(Relaxed),
                 udp_sessions: (c.protocol == Protocol::Udp)
                     .then(|| state.counters.udp.sessions_active.load(Relaxed)),

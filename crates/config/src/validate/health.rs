@@ -52,11 +52,23 @@ const HTTP: &[HealthKind] = &[HealthKind::Http, HealthKind::Https];
 const HTTPS: &[HealthKind] = &[HealthKind::Https];
 const UDP: &[HealthKind] = &[HealthKind::Udp];
 
-fn kind_name(kind: HealthKind) -> &'static str {
-    HEALTH_KINDS
-        .iter()
-        .find(|(_, k)| *k == kind)
-        .map_or("?", |(n, _)| n)
+impl HealthKind {
+    /// The `type` as written in the config (`https`).
+    pub fn as_str(self) -> &'static str {
+        name_of(HEALTH_KINDS, self)
+    }
+}
+
+impl Health {
+    /// The settings of a `health` section of type `kind` that says nothing
+    /// else: every default resolved as for a file.
+    pub fn defaults(kind: HealthKind) -> Health {
+        Health {
+            kind,
+            initial: default::initial_state(kind),
+            ..no_health()
+        }
+    }
 }
 
 pub(super) fn health(r: &mut Report, at: &FieldPath, raw: &file::Health) -> Health {
@@ -97,12 +109,12 @@ pub(super) fn health(r: &mut Report, at: &FieldPath, raw: &file::Health) -> Heal
                 } else {
                     let names: Vec<String> = applies
                         .iter()
-                        .map(|k| format!("`{}`", kind_name(*k)))
+                        .map(|k| format!("`{}`", k.as_str()))
                         .collect();
                     format!(
                         "only applies to {} checks, not `{}`",
                         names.join(" and "),
-                        kind_name(kind)
+                        kind.as_str()
                     )
                 };
                 r.key(&at.key(key), msg);

@@ -45,6 +45,21 @@ const SCHEDULERS: &[(&str, SchedulerKind)] = &[
     ("source_hash", SchedulerKind::SourceHash),
     ("random", SchedulerKind::Random),
 ];
+/// The word a table gives `value`: config names are written in one place.
+fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
+    table
+        .iter()
+        .find(|(_, v)| *v == value)
+        .map_or("?", |(n, _)| n)
+}
+
+impl SchedulerKind {
+    /// The name as written in the config (`least_connections`).
+    pub fn as_str(self) -> &'static str {
+        name_of(SCHEDULERS, self)
+    }
+}
+
 const HASH_KEYS: &[(&str, HashKey)] = &[
     ("source_ip", HashKey::SourceIp),
     ("source_ip_port", HashKey::SourceIpPort),

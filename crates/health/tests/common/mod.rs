@@ -24,33 +24,13 @@ pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn health(kind: HealthKind) -> Health {
-    Health {
-        kind,
-        interval: Duration::from_millis(50),
-        timeout: Duration::from_millis(500),
-        rise: NonZeroU32::new(2).unwrap(),
-        fall: NonZeroU32::new(2).unwrap(),
-        initial: if kind == HealthKind::None {
-            InitialState::Up
-        } else {
-            InitialState::Down
-        },
-        port: None,
-        path: "/readyz".to_owned(),
-        expect_status: vec![200],
-        expect_body: None,
-        host: None,
-        send: None,
-        expect: None,
-        tls: Tls {
-            verify: false,
-            ca_file: None,
-            server_name: None,
-            cert_file: None,
-            key_file: None,
-        },
-        eject_after: None,
-    }
+    let mut h = Health::defaults(kind);
+    h.interval = Duration::from_millis(50);
+    h.timeout = Duration::from_millis(500);
+    h.fall = NonZeroU32::new(2).unwrap();
+    h.path = "/readyz".to_owned();
+    h.tls.verify = false;
+    h
 }
 
 pub fn backend(addr: SocketAddr) -> Arc<Backend> {
