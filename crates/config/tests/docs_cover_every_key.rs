@@ -1,6 +1,6 @@
-//! docs/configuration.md cannot drift from the code: for every section, the
-//! keys the parser accepts (as its own "unknown field" error lists them) must
-//! each be documented in that section of the reference.
+//! docs/configuration.md and examples/ cannot drift from the code: every key
+//! the parser accepts (as its own "unknown field" error lists them) must be
+//! documented in its section of the reference and shown in some example.
 
 const DOC: &str = include_str!("../../../docs/configuration.md");
 
@@ -56,12 +56,17 @@ fn every_accepted_key_is_documented_in_its_section() {
             "vrrp:\n  instances:\n    - { name: v, interface: eth0, virtual_router_id: 1, virtual_ips: [198.18.0.1/24], notify: { zzz_not_a_key: 1 } }\n".to_owned(),
         ),
     ];
+    let examples = examples_text();
     let mut missing = Vec::new();
+    let mut not_shown = Vec::new();
     for (heading, yaml) in cases {
         let text = section(heading);
         for key in valid_keys(&yaml) {
             if !text.contains(&format!("`{key}`")) {
                 missing.push(format!("{heading}.{key}"));
+            }
+            if !examples.contains(&format!(" {key}:")) {
+                not_shown.push(format!("{heading}.{key}"));
             }
         }
     }
@@ -69,4 +74,22 @@ fn every_accepted_key_is_documented_in_its_section() {
         missing.is_empty(),
         "keys missing from docs/configuration.md: {missing:?}"
     );
+    assert!(
+        not_shown.is_empty(),
+        "keys no file in examples/ shows: {not_shown:?}"
+    );
+}
+
+/// Every example configuration, concatenated.
+fn examples_text() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut text = String::new();
+    for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            text.push_str(&std::fs::read_to_string(&path).expect("an example is readable"));
+            text.push('\n');
+        }
+    }
+    text
 }
