@@ -158,15 +158,13 @@ impl UdpAcceptor {
         let counters = &self.service.counters.udp;
         counters.datagrams_in.fetch_add(1, Relaxed);
         counters.bytes_in.fetch_add(datagram.len() as u64, Relaxed);
-        if sessions
-            .get(&client)
-            .is_some_and(|s| s.shared.ended.load(Relaxed))
-        {
-            sessions.remove(&client);
-        }
+        // One hash lookup per datagram: a live session is used as is; a
+        // missing or ended one is (re)opened in the same entry.
         let session = match sessions.entry(client) {
-            Entry::Occupied(existing) => existing.into_mut(),
-            Entry::Vacant(vacant) => {
+            Entry::Occupied(existing) if !existing.get().shared.ended.load(Relaxed) => {
+                existing.into_mut()
+            }
+            entry => {
                 let snapshot = self.service.snapshot.load();
                 if let Some(max) = snapshot.config.udp.max_sessions {
                     if counters.sessions_active.load(Relaxed) >= u64::from(max.get()) {
@@ -174,8 +172,8 @@ impl UdpAcceptor {
                         return;
                     }
                 }
-                match self.open_session(&snapshot, client) {
-                    Ok(Some(session)) => vacant.insert(session),
+                let opened = match self.open_session(&snapshot, client) {
+                    Ok(Some(session)) => session,
                     Ok(None) => {
                         counters.dropped_no_backend.fetch_add(1, Relaxed);
                         return;
@@ -185,6 +183,13 @@ impl UdpAcceptor {
                         counters.dropped_busy.fetch_add(1, Relaxed);
                         return;
                     }
+                };
+                match entry {
+                    Entry::Occupied(mut ended) => {
+                        ended.insert(opened);
+                        ended.into_mut()
+                    }
+                    Entry::Vacant(vacant) => vacant.insert(opened),
                 }
             }
         };
