@@ -2,9 +2,11 @@
 //! a kernel pipe for splice(2), or a userspace buffer. Both are pooled and
 //! taken only while bytes are in flight, so an idle connection holds neither.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -107,7 +109,7 @@ impl CopyBuffer {
 
     /// Writes pending bytes to `dst`; returns how many went.
     pub(crate) fn drain_into(&mut self, dst: &TcpStream) -> io::Result<usize> {
-        let n = write_some(dst, &self.buf[self.start..self.end])?;
+        let n = write_some(dst, &self.buf[self.start..self.end], false)?;
         self.start += n;
         Ok(n)
     }
@@ -147,9 +149,19 @@ pub(crate) fn read_some(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// One send(2) of `buf` to `dst`, driven by tokio's write readiness.
-pub(crate) fn write_some(dst: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    dst.try_io(Interest::WRITABLE, || sys::send(dst.as_fd(), buf))
+/// One send(2) of `buf` to `dst`, driven by tokio's write readiness; `more`
+/// says the end of file follows at once (see [`sys::send`]).
+pub(crate) fn write_some(dst: &TcpStream, buf: &[u8], more: bool) -> io::Result<usize> {
+    dst.try_io(Interest::WRITABLE, || sys::send(dst.as_fd(), buf, more))
+}
+
+/// Whether epoll has already reported the peer's end of file on `src`
+/// (EPOLLRDHUP or EPOLLHUP): the bytes read from it now are its last. tokio
+/// keeps this readiness until the stream is dropped, so asking right after
+/// read readiness was seen answers at once, with no system call.
+pub(crate) fn peer_finished(src: &TcpStream, cx: &mut Context<'_>) -> bool {
+    let ready = std::pin::pin!(src.ready(Interest::READABLE));
+    matches!(ready.poll(cx), Poll::Ready(Ok(r)) if r.is_read_closed())
 }
 
 /// A bounded stack of idle carriers. Taking one is a short uncontended lock,

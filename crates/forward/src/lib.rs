@@ -43,7 +43,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use socket2::SockRef;
+use socket2::{SockRef, TcpKeepalive};
 use tandem_core::Backend;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -66,6 +66,31 @@ pub enum Mode {
 pub struct RelayOptions {
     pub mode: Mode,
     pub idle_timeout: Duration,
+    /// Switch TCP keepalive ([`keepalive_params`]) on for the backend leg
+    /// once the connection has lasted [`KEEPALIVE_AFTER`].
+    pub backend_keepalive: bool,
+}
+
+/// Keepalive on both legs: first probe after a minute of silence, then every
+/// 10 s, dropped after 6 unanswered probes. Finds dead peers of silent streams
+/// (`kubectl logs -f`, `exec`) long before `idle_timeout`.
+pub const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_RETRIES: u32 = 6;
+
+/// The backend leg's keepalive is switched on when its connection has lasted
+/// this long. Most connections of a busy service end sooner and never idle
+/// for [`KEEPALIVE_TIME`], so they are spared the four setsockopt(2) calls;
+/// a long one gets its first probe at most this much later than a minute.
+/// (The client leg inherits keepalive from the listening socket for free.)
+pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(1);
+
+/// The keepalive settings of both legs, for socket2.
+pub fn keepalive_params() -> TcpKeepalive {
+    TcpKeepalive::new()
+        .with_time(KEEPALIVE_TIME)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES)
 }
 
 /// Why a relayed connection ended, for logs and the access log.
@@ -178,6 +203,18 @@ impl Forwarder {
         cut: &'a CancellationToken,
     ) -> Relay<'a> {
         let may_splice = options.mode == Mode::Splice;
+        let period = idle_check_period(options.idle_timeout);
+        // The keepalive timer comes first when it is due before the first
+        // idle check; otherwise keepalive is switched on at once.
+        let keepalive_due = options.backend_keepalive && period > KEEPALIVE_AFTER;
+        if options.backend_keepalive && !keepalive_due {
+            set_keepalive(backend);
+        }
+        let first_tick = if keepalive_due {
+            KEEPALIVE_AFTER
+        } else {
+            period
+        };
         Relay {
             inner: &self.inner,
             client,
@@ -189,8 +226,9 @@ impl Forwarder {
             idle_timeout: options.idle_timeout,
             quiet_checks: 0,
             first_eof: None,
+            keepalive_due,
             watching: None,
-            idle: tokio::time::sleep(idle_check_period(options.idle_timeout)),
+            idle: tokio::time::sleep(first_tick),
             cancelled: cut.cancelled(),
         }
     }
@@ -218,6 +256,8 @@ pin_project! {
         // Consecutive idle checks that found no byte moved.
         quiet_checks: u32,
         first_eof: Option<Side>,
+        // The idle timer's first tick is the backend keepalive's, not an idle check.
+        keepalive_due: bool,
         // The waker the cut watch was registered with: polling the watch again
         // takes a lock shared by every connection of the service, so only a
         // new waker (the relay moved to another task) registers again.
@@ -321,12 +361,20 @@ impl Future for Relay<'_> {
             // count again: the connection was busy at most one period ago.
             // `IDLE_CHECKS` quiet checks in a row span at least `idle_timeout`.
             while this.idle.as_mut().poll(cx).is_ready() {
+                let period = idle_check_period(*this.idle_timeout);
+                if std::mem::take(this.keepalive_due) {
+                    set_keepalive(backend);
+                    // Idle checks keep their times: the first at one period.
+                    let next = this.idle.deadline() + (period - KEEPALIVE_AFTER);
+                    this.idle.as_mut().reset(next);
+                    continue;
+                }
                 let moved = this.up.take_touched() | this.down.take_touched();
                 *this.quiet_checks = if moved { 0 } else { *this.quiet_checks + 1 };
                 if *this.quiet_checks >= IDLE_CHECKS {
                     break 'ending Ending::IdleTimeout;
                 }
-                let next = this.idle.deadline() + idle_check_period(*this.idle_timeout);
+                let next = this.idle.deadline() + period;
                 this.idle.as_mut().reset(next);
             }
             return Poll::Pending;
@@ -350,6 +398,11 @@ fn pass_eof(dst: &TcpStream, other_way_done: bool) {
     if !other_way_done {
         let _ = SockRef::from(dst).shutdown(Shutdown::Write);
     }
+}
+
+fn set_keepalive(stream: &TcpStream) {
+    // A socket that refuses (it is being reset) ends soon anyway.
+    let _ = SockRef::from(stream).set_tcp_keepalive(&keepalive_params());
 }
 
 /// Sets SO_LINGER to zero so that closing the socket sends RST, as the other side did.
@@ -377,6 +430,7 @@ mod tests {
         let options = RelayOptions {
             mode: Mode::Splice,
             idle_timeout: Duration::from_secs(60),
+            backend_keepalive: true,
         };
         let relay = forwarder.relay(&client, &backend, options, &stats, &cut);
         let size = std::mem::size_of_val(&relay);

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use tokio::net::TcpStream;
 
-use crate::carrier::{read_some, write_some, CopyBuffer, SplicePipe, COPY_BUFFER};
+use crate::carrier::{peer_finished, read_some, write_some, CopyBuffer, SplicePipe, COPY_BUFFER};
 use crate::Inner;
 
 /// A read at least this large switches a splice-mode direction to splice;
@@ -286,7 +286,7 @@ impl Pump {
                 Poll::Ready(Err(e)) => return Step::End(OneWay::ReadFailed(e)),
                 Poll::Ready(Ok(())) => {}
             }
-            match self.copy_fill(lane) {
+            match self.copy_fill(cx, lane) {
                 Fill::Moved | Fill::Empty => {}
                 Fill::Eof => return Step::End(OneWay::Eof),
                 Fill::Failed(end) => return Step::End(end),
@@ -294,7 +294,7 @@ impl Pump {
         }
     }
 
-    fn copy_fill(&mut self, lane: &Lane<'_>) -> Fill {
+    fn copy_fill(&mut self, cx: &mut Context<'_>, lane: &Lane<'_>) -> Fill {
         if let Some(Held::Buffer(buffer)) = self.held.as_mut() {
             // A busy direction keeps its buffer until the source runs dry.
             return match buffer.fill_from(lane.src) {
@@ -314,7 +314,13 @@ impl Pump {
                 Err(e) => return classify_read_error(e),
             };
             self.splicing = self.may_splice && n >= SPLICE_FROM;
-            let sent = match write_some(lane.dst, &scratch[..n]) {
+            // When the source's end of file is already here, the relay passes
+            // it on right after this send: MSG_MORE lets the kernel put these
+            // bytes and the FIN in one segment (a request or response followed
+            // by a close, the usual end of a short connection), one segment
+            // and one wakeup of the peer fewer.
+            let last = peer_finished(lane.src, cx);
+            let sent = match write_some(lane.dst, &scratch[..n], last) {
                 Ok(sent) => sent,
                 Err(e) if is_retry(&e) => 0,
                 Err(e) => return Fill::Failed(OneWay::WriteFailed(e)),

@@ -83,8 +83,15 @@ pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Sends from `buf` on a connected socket; returns how much went. No SIGPIPE:
-/// a peer that went away gives `BrokenPipe`.
-pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+/// a peer that went away gives `BrokenPipe`. With `more` (MSG_MORE) the kernel
+/// holds a short segment back until the next send, shutdown or close, so that
+/// bytes known to be followed by the end of file leave with its FIN.
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8], more: bool) -> io::Result<usize> {
+    let flags = if more {
+        libc::MSG_NOSIGNAL | libc::MSG_MORE
+    } else {
+        libc::MSG_NOSIGNAL
+    };
     // SAFETY: the descriptor is borrowed, so open for the duration of the call;
     // `buf` is valid for reads of `buf.len()` bytes; a null address is valid
     // for a connected socket.
@@ -94,7 +101,7 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
             fd.as_raw_fd(),
             buf.as_ptr(),
             buf.len(),
-            libc::MSG_NOSIGNAL,
+            flags,
             std::ptr::null::<libc::sockaddr>(),
             0 as libc::socklen_t,
         )
@@ -172,15 +179,48 @@ mod tests {
         let mut buf = [0u8; 16];
         let e = recv(b.as_fd(), &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-        assert_eq!(send(a.as_fd(), b"hello").unwrap(), 5);
+        assert_eq!(send(a.as_fd(), b"hello", false).unwrap(), 5);
         assert_eq!(recv(b.as_fd(), &mut buf).unwrap(), 5);
         assert_eq!(&buf[..5], b"hello");
         drop(b);
         // No SIGPIPE (which would end this test process): an error instead.
-        let e = send(a.as_fd(), b"gone").unwrap_err();
+        let e = send(a.as_fd(), b"gone", false).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
         let (c, d) = UnixStream::pair().unwrap();
         drop(c);
         assert_eq!(recv(d.as_fd(), &mut buf).unwrap(), 0, "end of file");
+    }
+
+    #[test]
+    fn more_holds_a_short_send_until_shutdown_sends_it_with_the_fin() {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        a.set_nodelay(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        assert_eq!(send(a.as_fd(), b"last words", true).unwrap(), 10);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut buf = [0u8; 32];
+        let e = recv(b.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "held back, not sent");
+        a.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        let mut eof = false;
+        for _ in 0..200 {
+            match recv(b.as_fd(), &mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, b"last words");
+        assert!(eof, "no end of file within a second");
     }
 }

@@ -17,6 +17,8 @@ struct Setup {
     relay: tokio::task::JoinHandle<Relayed>,
     stats: Arc<Backend>,
     cut: CancellationToken,
+    /// The relay's backend-leg socket (a duplicate descriptor), to read its options.
+    upstream: socket2::Socket,
 }
 
 async fn setup<F, Fut>(forwarder: &Forwarder, mode: Mode, idle: Duration, backend_fn: F) -> Setup
@@ -35,7 +37,10 @@ where
         .await
         .unwrap();
     let (accepted, _) = front.accept().await.unwrap();
-    let upstream = TcpStream::connect(backend_addr).await.unwrap();
+    let upstream = std::net::TcpStream::connect(backend_addr).unwrap();
+    upstream.set_nonblocking(true).unwrap();
+    let upstream_probe = socket2::Socket::from(upstream.try_clone().unwrap());
+    let upstream = TcpStream::from_std(upstream).unwrap();
     let stats = Arc::new(Backend::new(
         BackendAddress(backend_addr),
         None,
@@ -52,6 +57,7 @@ where
             let options = RelayOptions {
                 mode,
                 idle_timeout: idle,
+                backend_keepalive: true,
             };
             forwarder
                 .relay(&accepted, &upstream, options, &stats, &cut)
@@ -63,6 +69,7 @@ where
         relay,
         stats,
         cut,
+        upstream: upstream_probe,
     }
 }
 
@@ -272,5 +279,101 @@ async fn backend_reset_becomes_client_reset() {
         let mut buf = Vec::new();
         let err = client.read_to_end(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+}
+
+#[tokio::test]
+async fn backend_keepalive_is_switched_on_once_the_connection_lasts() {
+    let forwarder = Forwarder::new();
+    let mut s = setup(&forwarder, Mode::Splice, Duration::from_secs(30), echo).await;
+    s.client.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    s.client.read_exact(&mut got).await.unwrap();
+    assert!(
+        !s.upstream.keepalive().unwrap(),
+        "a short connection is spared it"
+    );
+    // Bounded: 3 s at most.
+    let mut on = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if s.upstream.keepalive().unwrap() {
+            on = true;
+            break;
+        }
+    }
+    assert!(on, "keepalive still off after 3 s");
+    assert_eq!(
+        s.upstream.keepalive_time().unwrap(),
+        tandem_forward::KEEPALIVE_TIME
+    );
+    assert_eq!(
+        s.upstream.keepalive_interval().unwrap(),
+        tandem_forward::KEEPALIVE_INTERVAL
+    );
+    assert_eq!(
+        s.upstream.keepalive_retries().unwrap(),
+        tandem_forward::KEEPALIVE_RETRIES
+    );
+    // The idle checks still run on their own schedule: the relay is alive.
+    s.client.write_all(b"pong").await.unwrap();
+    s.client.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"pong");
+    s.cut.cancel();
+    s.relay.await.unwrap();
+}
+
+#[tokio::test]
+async fn backend_keepalive_is_on_at_once_when_idle_checks_come_sooner() {
+    let forwarder = Forwarder::new();
+    // idle_timeout 2 s: idle checks every 0.5 s, before the keepalive timer.
+    let s = setup(&forwarder, Mode::Copy, Duration::from_secs(2), echo).await;
+    let mut on = false;
+    for _ in 0..20 {
+        if s.upstream.keepalive().unwrap() {
+            on = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(on, "keepalive not set within 200 ms");
+    s.cut.cancel();
+    s.relay.await.unwrap();
+}
+
+/// A response followed at once by the backend's close reaches the client
+/// whole, then end of file, in both modes (the relay sends such last bytes
+/// with MSG_MORE so that they leave with the FIN).
+#[tokio::test]
+async fn last_bytes_then_close_arrive_whole_then_eof() {
+    for mode in [Mode::Splice, Mode::Copy] {
+        for size in [1usize, 145, 16 * 1024 - 1, 16 * 1024, 100 * 1024] {
+            let forwarder = Forwarder::new();
+            let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let sent = body.clone();
+            let mut s = setup(
+                &forwarder,
+                mode,
+                Duration::from_secs(30),
+                move |mut b| async move {
+                    let mut req = [0u8; 3];
+                    b.read_exact(&mut req).await.unwrap();
+                    b.write_all(&sent).await.unwrap();
+                    // Dropped: data and FIN back to back.
+                },
+            )
+            .await;
+            s.client.write_all(b"GET").await.unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), s.client.read_to_end(&mut got))
+                .await
+                .expect("end of file within 5 s")
+                .unwrap();
+            assert_eq!(got.len(), size, "{mode:?} {size}");
+            assert!(got == body, "{mode:?} {size}: bytes differ");
+            drop(s.client);
+            let relayed = s.relay.await.unwrap();
+            assert_eq!(relayed.to_client, size as u64);
+        }
     }
 }

@@ -138,7 +138,7 @@ impl ListenerOptions {
 
 fn set_keepalive(socket: &SockRef<'_>, on: bool) {
     let result = if on {
-        socket.set_tcp_keepalive(&crate::tcp::keepalive_params())
+        socket.set_tcp_keepalive(&tandem_forward::keepalive_params())
     } else {
         socket.set_keepalive(false)
     };
@@ -241,13 +241,13 @@ mod tests {
         );
         assert!(!keepalive);
         SockRef::from(&listener)
-            .set_tcp_keepalive(&crate::tcp::keepalive_params())
+            .set_tcp_keepalive(&tandem_forward::keepalive_params())
             .unwrap();
         let (nodelay, keepalive, time, interval, retries) = accepted_options(&listener);
         assert!(nodelay && keepalive);
-        assert_eq!(time, crate::tcp::KEEPALIVE_TIME);
-        assert_eq!(interval, crate::tcp::KEEPALIVE_INTERVAL);
-        assert_eq!(retries, crate::tcp::KEEPALIVE_RETRIES);
+        assert_eq!(time, tandem_forward::KEEPALIVE_TIME);
+        assert_eq!(interval, tandem_forward::KEEPALIVE_INTERVAL);
+        assert_eq!(retries, tandem_forward::KEEPALIVE_RETRIES);
     }
 
     #[tokio::test]

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{SockRef, TcpKeepalive};
 use tandem_config::{Forwarding, HealthKind};
 use tandem_core::{ActiveConnection, Backend, ConnectFailure};
 use tandem_forward::{Ending, Forwarder, Mode, RelayOptions, Relayed};
@@ -22,13 +21,6 @@ use crate::service::{ServiceState, Snapshot};
 
 /// How long the accept loop pauses when the process is out of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Keepalive on both legs: first probe after a minute of silence, then every
-/// 10 s, dropped after 6 unanswered probes. Finds dead peers of silent streams
-/// (`kubectl logs -f`, `exec`) long before `idle_timeout`.
-pub(crate) const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
-pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-pub(crate) const KEEPALIVE_RETRIES: u32 = 6;
 
 /// Accepts connections for one TCP service until told to stop.
 #[derive(Debug)]
@@ -222,6 +214,7 @@ impl Connection {
                 Forwarding::Copy => Mode::Copy,
             },
             idle_timeout: config.idle_timeout,
+            backend_keepalive: config.tcp_keepalive,
         }
     }
 
@@ -377,13 +370,7 @@ async fn connect_any(
         };
         tried.push(index);
         let backend = snapshot.backends.get(index)?;
-        match connect(
-            backend.address().socket_addr(),
-            config.connect_timeout,
-            config.tcp_keepalive,
-        )
-        .await
-        {
+        match connect(backend.address().socket_addr(), config.connect_timeout).await {
             Ok(stream) => {
                 backend.record_connect_success();
                 return Some((stream, backend.open_connection()));
@@ -428,18 +415,16 @@ pub(crate) fn eject_if_failing(snapshot: &Snapshot, backend: &Backend, in_a_row:
     }
 }
 
-/// Connects the backend leg; TCP_NODELAY and keepalive are set once, before
-/// the handshake.
-async fn connect(address: SocketAddr, timeout: Duration, keepalive: bool) -> io::Result<TcpStream> {
+/// Connects the backend leg with TCP_NODELAY, set once before the handshake.
+/// Its keepalive is switched on by the relay once the connection has lasted
+/// a second (see `tandem_forward::KEEPALIVE_AFTER`).
+async fn connect(address: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_nodelay(true)?;
-    if keepalive {
-        let _ = SockRef::from(&socket).set_tcp_keepalive(&keepalive_params());
-    }
     match tokio::time::timeout(timeout, socket.connect(address)).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(
@@ -447,14 +432,6 @@ async fn connect(address: SocketAddr, timeout: Duration, keepalive: bool) -> io:
             format!("connect timed out after {}", humanize(timeout)),
         )),
     }
-}
-
-/// Keepalive on both legs: see [`KEEPALIVE_TIME`].
-pub(crate) fn keepalive_params() -> TcpKeepalive {
-    TcpKeepalive::new()
-        .with_time(KEEPALIVE_TIME)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_RETRIES)
 }
 
 fn humanize(d: Duration) -> String {
