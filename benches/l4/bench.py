@@ -58,6 +58,13 @@ def rss_kib(pid):
     return 0
 
 
+def tcp_out_segs():
+    """TCP segments sent by the whole machine (all endpoints on loopback)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutSegs")])
+
+
 def pinned(cpu, argv, **kw):
     return subprocess.Popen(["taskset", "-c", cpu] + argv, **kw)
 
@@ -271,7 +278,11 @@ def http_load(lab, target, seconds, close):
     argv = ["wrk", "-t1", "-c50", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"]
     if close:
         argv[1:1] = ["-H", "Connection: close"]
+    segs = tcp_out_segs()
     r = measured(lab, target, lambda: parse_wrk(run_load(argv, seconds + 30)))
+    # Every endpoint's segments (wrk, proxy, backend): the same traffic costs
+    # the same count unless a proxy merges segments (a FIN with the last data).
+    r["segs_per_req"] = (tcp_out_segs() - segs) / r["requests"]
     r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / r["requests"] if target != "direct" else None
     return r
 
@@ -440,6 +451,7 @@ def main():
         ("bulk 4 streams Gbit/s", "bulk4", "gbit_s", 2), ("bulk 4 streams CPU ms/GB", "bulk4", "cpu_ms_per_gb", 0),
         ("new conn/s", "conn", "rps", 0), ("new conn CPU µs/conn", "conn", "cpu_us_per_req", 1),
         ("new conn p50 ms", "conn", "p50_ms", 2), ("new conn p99 ms", "conn", "p99_ms", 2),
+        ("new conn TCP segments/conn", "conn", "segs_per_req", 2),
         ("keep-alive req/s", "keepalive", "rps", 0), ("keep-alive CPU µs/req", "keepalive", "cpu_us_per_req", 1),
         ("keep-alive p50 ms", "keepalive", "p50_ms", 2), ("keep-alive p99 ms", "keepalive", "p99_ms", 2),
         ("DNS queries/s", "dns", "qps", 0), ("DNS CPU µs/query", "dns", "cpu_us_per_query", 1),
@@ -463,7 +475,7 @@ def main():
                 ov = get(o, w, k)
                 cells.append(f"{tv[0] / ov[0]:.2f}" if ov and ov[0] else "–")
             # Lower is better for CPU, latency and memory; higher for rates.
-            lower = k.startswith("cpu") or k.endswith("_ms") or k.startswith("kib")
+            lower = k.startswith(("cpu", "kib", "segs")) or k.endswith("_ms")
             vals = [get(o, w, k) for o in anchors]
             vals = [v[0] for v in vals if v and v[0]]
             if vals:
