@@ -69,11 +69,19 @@ pub fn run_file(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One worker thread is tokio's current-thread runtime: every task on the
+/// thread that runs the daemon, with no work-stealing queues and no wakeups
+/// across threads (as HAProxy's `nbthread 1` or nginx's one worker).
 pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.runtime.worker_threads {
-        builder.worker_threads(n.get());
-    }
+    let mut builder = match config.runtime.worker_threads {
+        Some(n) if n.get() == 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.get());
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder
         .enable_all()
         .thread_name("tandem-worker")
