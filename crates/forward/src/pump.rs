@@ -6,7 +6,8 @@
 //! once: one recv(2) and one send(2) each, nothing taken from a pool. Bytes
 //! the destination cannot take yet move into a pooled carrier until they can.
 //! In splice mode a direction switches to splice(2) once a read is large
-//! (bulk transfer), and back to copying when reads turn small again: for a
+//! (bulk transfer), and back to copying when reads stay small (a few splices
+//! in a row, not one: a bulk reader that woke early sees a small one): for a
 //! few hundred bytes the two splice calls plus the one that finds the socket
 //! empty cost more than a copy both ways.
 
