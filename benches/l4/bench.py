@@ -326,8 +326,8 @@ def http_load(lab, target, seconds, close):
     r = measured(lab, target, lambda: parse_wrk(run_load(argv, seconds + 30)))
     # Every endpoint's segments (wrk, proxy, backend): the same traffic costs
     # the same count unless a proxy merges segments (a FIN with the last data).
-    r["segs_per_req"] = (tcp_out_segs() - segs) / r["requests"]
-    r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / r["requests"] if target != "direct" else None
+    r["segs_per_req"] = (tcp_out_segs() - segs) / r["requests"] if r["requests"] else None
+    r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / r["requests"] if target != "direct" and r["requests"] else None
     return r
 
 
@@ -423,6 +423,9 @@ def main():
     ap.add_argument("--workloads", help="comma-separated subset of: bulk1,bulk4,conn,keepalive,dns,idle")
     ap.add_argument("--out", default="benches/results")
     args = ap.parse_args()
+    # This script (and the socket sampling thread) runs on the load core, not
+    # on the proxies' core.
+    os.sched_setaffinity(0, {int(LOAD_CPU)})
     rounds = args.rounds or (1 if args.quick else 5)
     seconds = args.seconds or (2 if args.quick else 5)
     targets = ["direct", "tandem"] + (["tandem-base"] if args.baseline else []) + ["haproxy-splice", "haproxy", "nginx"]

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -156,12 +156,16 @@ pub(crate) fn write_some(dst: &TcpStream, buf: &[u8], more: bool) -> io::Result<
 }
 
 /// Whether epoll has already reported the peer's end of file on `src`
-/// (EPOLLRDHUP or EPOLLHUP): the bytes read from it now are its last. tokio
-/// keeps this readiness until the stream is dropped, so asking right after
-/// read readiness was seen answers at once, with no system call.
-pub(crate) fn peer_finished(src: &TcpStream, cx: &mut Context<'_>) -> bool {
+/// (EPOLLRDHUP or EPOLLHUP, which a reset also brings): the bytes read from it
+/// now are its last. tokio keeps this readiness until the stream is dropped.
+/// Asked while read readiness is still set (before the read that clears it),
+/// tokio answers from an atomic load; the future's drop still takes the
+/// socket's waiter lock once. Polled with a no-op waker: the answer is all
+/// that is wanted, never a wakeup.
+pub(crate) fn peer_finished(src: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
     let ready = std::pin::pin!(src.ready(Interest::READABLE));
-    matches!(ready.poll(cx), Poll::Ready(Ok(r)) if r.is_read_closed())
+    matches!(ready.poll(&mut cx), Poll::Ready(Ok(r)) if r.is_read_closed())
 }
 
 /// A bounded stack of idle carriers. Taking one is a short uncontended lock,

@@ -301,7 +301,7 @@ impl Pump {
                 Poll::Ready(Err(e)) => return Step::End(OneWay::ReadFailed(e)),
                 Poll::Ready(Ok(())) => {}
             }
-            match self.copy_fill(cx, lane) {
+            match self.copy_fill(lane) {
                 Fill::Moved | Fill::Empty => {}
                 Fill::Eof => return Step::End(OneWay::Eof),
                 Fill::Failed(end) => return Step::End(end),
@@ -309,7 +309,7 @@ impl Pump {
         }
     }
 
-    fn copy_fill(&mut self, cx: &mut Context<'_>, lane: &Lane<'_>) -> Fill {
+    fn copy_fill(&mut self, lane: &Lane<'_>) -> Fill {
         if let Some(Held::Buffer(buffer)) = self.held.as_mut() {
             // A busy direction keeps its buffer until the source runs dry.
             return match buffer.fill_from(lane.src) {
@@ -322,6 +322,8 @@ impl Pump {
                 Err(e) => classify_read_error(e),
             };
         }
+        // Asked before the read, which clears read readiness (see `peer_finished`).
+        let last = peer_finished(lane.src);
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let n = match read_some(lane.src, &mut scratch) {
@@ -331,12 +333,11 @@ impl Pump {
             };
             self.splicing = self.may_splice && n >= SPLICE_FROM;
             self.small_splices = 0;
-            // When the source's end of file is already here, the relay passes
-            // it on right after this send: MSG_MORE lets the kernel put these
+            // When the source's end of file is already here (`last`), the relay
+            // passes it on right after this send: MSG_MORE lets the kernel put these
             // bytes and the FIN in one segment (a request or response followed
             // by a close, the usual end of a short connection), one segment
             // and one wakeup of the peer fewer.
-            let last = peer_finished(lane.src, cx);
             let sent = match write_some(lane.dst, &scratch[..n], last) {
                 Ok(sent) => sent,
                 Err(e) if is_retry(&e) => 0,

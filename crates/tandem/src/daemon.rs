@@ -69,18 +69,21 @@ pub fn run_file(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One worker thread is tokio's current-thread runtime: every task on the
-/// thread that runs the daemon, with no work-stealing queues and no wakeups
-/// across threads (as HAProxy's `nbthread 1` or nginx's one worker).
+/// One worker thread (set, or the default on a one-CPU host) is tokio's
+/// current-thread runtime: every task on the thread that runs the daemon,
+/// with no work-stealing queues and no wakeups across threads (as HAProxy's
+/// `nbthread 1` or nginx's one worker).
 pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = match config.runtime.worker_threads {
-        Some(n) if n.get() == 1 => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n.get());
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    let threads = config.runtime.worker_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n.get(),
+    );
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
     };
     builder
         .enable_all()
@@ -373,7 +376,14 @@ impl Daemon {
                     service.name, service.listen, other.state.name
                 ));
             }
-            let listener = bind(service).map_err(|e| format!("service {}: {e}", service.name))?;
+            // Off the runtime thread: a port clash looks for the process that
+            // holds the port through /proc, which can take long on a busy host,
+            // and with `worker_threads: 1` that thread is the data path.
+            let owned = service.clone();
+            let listener = tokio::task::spawn_blocking(move || bind(&owned))
+                .await
+                .map_err(|e| format!("service {}: {e}", service.name))?
+                .map_err(|e| format!("service {}: {e}", service.name))?;
             fresh.insert(service.name.clone(), listener);
         }
 

@@ -1,7 +1,7 @@
 //! End-to-end: `runtime.worker_threads: 1` runs the whole daemon on one
 //! thread (tokio's current-thread runtime). Everything that shares that
 //! thread with the data path (health checks, the admin endpoint, UDP sessions,
-//! reload and shutdown) still works, and none of it stalls the others.
+//! reload and shutdown) still works.
 
 mod common;
 
