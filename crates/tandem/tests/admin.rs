@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, echo_ok, http, sample};
+use common::{bin, echo_ok, http, sample, succeeded};
 use test_support::{free_addr, pattern, EchoServer, Tandem};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -145,16 +145,12 @@ async fn health_ready_and_status_endpoints_answer() {
     assert_eq!(http(admin, "GET", "/nope", &[]).await.0, 404);
     assert_eq!(http(admin, "DELETE", "/status", &[]).await.0, 405);
 
-    let out = Command::new(bin())
-        .args(["status", "--admin", &admin.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let table = succeeded(
+        Command::new(bin())
+            .args(["status", "--admin", &admin.to_string()])
+            .output()
+            .unwrap(),
     );
-    let table = String::from_utf8_lossy(&out.stdout);
     let header = table.lines().next().unwrap();
     for col in [
         "SERVICE",
@@ -194,14 +190,11 @@ async fn drain_stops_new_connections_while_an_open_one_keeps_flowing() {
     open.read_exact(&mut buf).await.unwrap();
     assert_eq!(e1.accepted(), 1);
 
-    let out = Command::new(bin())
-        .args(["drain", "web", "e1", "--admin", &admin.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        Command::new(bin())
+            .args(["drain", "web", "e1", "--admin", &admin.to_string()])
+            .output()
+            .unwrap(),
     );
     for _ in 0..6 {
         assert!(echo_ok(listen, b"x").await);
@@ -264,14 +257,11 @@ async fn mutations_need_the_token_when_one_is_configured() {
     let (_, json) = http(admin, "GET", "/status", &[]).await;
     assert!(json.contains(r#""state":"draining""#), "{json}");
     // The CLI reads the token file named in the config.
-    let out = Command::new(bin())
-        .args(["enable", "web", "e1", "-c"])
-        .arg(tandem.config_path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        Command::new(bin())
+            .args(["enable", "web", "e1", "-c"])
+            .arg(tandem.config_path())
+            .output()
+            .unwrap(),
     );
 }

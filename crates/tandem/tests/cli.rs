@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, one_service, read_to_end};
+use common::{bin, one_service, read_to_end, succeeded};
 use test_support::{free_addr, Tandem};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -198,12 +198,7 @@ fn init_config_prints_a_valid_kubeadm_config_differing_only_by_priority() {
             ])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(out)
     };
     let (node1, node2) = (run("150"), run("140"));
     let differing: Vec<_> = node1
@@ -213,18 +208,20 @@ fn init_config_prints_a_valid_kubeadm_config_differing_only_by_priority() {
         .collect();
     assert_eq!(differing, [("      priority: 150", "      priority: 140")]);
     assert!(node1.contains("listen: 198.18.0.100:8443"));
+    assert_checks(&node1);
+}
+
+/// Writes `yaml` to a file and asserts that `tandem check` accepts it.
+fn assert_checks(yaml: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tandem.yaml");
-    std::fs::write(&path, &node1).unwrap();
-    let out = Command::new(bin())
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    std::fs::write(&path, yaml).unwrap();
+    succeeded(
+        Command::new(bin())
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap(),
     );
 }
 
@@ -282,30 +279,12 @@ fn migrate_converts_the_kubeadm_guide_files_into_a_config_that_checks() {
         "{stderr}"
     );
     assert!(stderr.contains("/readyz"), "{stderr}");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tandem.yaml");
-    std::fs::write(&path, &yaml).unwrap();
-    let check = Command::new(bin())
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_checks(&yaml);
 }
 
 #[test]
 fn migrate_reads_the_older_haproxy_form() {
-    let out = migrate(&["haproxy-old.cfg"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).unwrap();
+    let yaml = succeeded(migrate(&["haproxy-old.cfg"]));
     assert!(yaml.contains("scheduler: least_connections"), "{yaml}");
     assert!(yaml.contains("backup: true"), "{yaml}");
     assert!(
