@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::machine::{Action, Heard, Machine, Params, State};
+use crate::machine::{Action, Heard, Machine, Params};
 use crate::metrics::InstanceMetrics;
 use crate::netlink::{Address, Netlink};
 use crate::packet::{self, AdvertFields, IpMeta, Reject};
@@ -206,11 +206,7 @@ impl Driver {
     /// earlier run left behind, opens the sockets.
     fn setup(&self, cleaned: &mut bool) -> Result<Io, String> {
         let name = &self.cfg.interface;
-        let ipv6 = self
-            .cfg
-            .virtual_ips
-            .first()
-            .is_some_and(|p| p.address.is_ipv6());
+        let ipv6 = crate::is_ipv6(&self.cfg);
         let mut netlink = Netlink::open().map_err(|e| format!("cannot open netlink: {e}"))?;
         let link = netlink
             .link(name)
@@ -352,10 +348,7 @@ impl Driver {
             } => {
                 self.metrics.invalid(reason).inc();
                 if other_checksum {
-                    let other = match self.cfg.checksum {
-                        VrrpChecksum::PseudoHeader => "no_pseudo_header",
-                        VrrpChecksum::NoPseudoHeader => "pseudo_header",
-                    };
+                    let other = self.cfg.checksum.other().as_str();
                     if mem.may_warn(Warn::OtherChecksum(src)) {
                         warn!(
                             instance = %name,
@@ -419,11 +412,7 @@ impl Driver {
                 Action::RemoveVips => self.remove_vips(io, mem),
                 Action::SendGarp => self.announce(io, mem),
                 Action::Transition(state) => {
-                    let s = match state {
-                        State::Initialize => InstanceState::Initialize,
-                        State::Backup => InstanceState::Backup,
-                        State::Master => InstanceState::Master,
-                    };
+                    let s = InstanceState::from(state);
                     self.metrics.enter(s, true);
                     info!(
                         instance = %self.cfg.name,
@@ -564,11 +553,7 @@ impl Driver {
     /// Publishes priority and master when they changed (state changes are
     /// published as they happen).
     fn publish(&self, machine: &Machine, mem: &mut Memory) {
-        let state = match machine.state() {
-            State::Initialize => InstanceState::Initialize,
-            State::Backup => InstanceState::Backup,
-            State::Master => InstanceState::Master,
-        };
+        let state = InstanceState::from(machine.state());
         let now = (state, machine.priority(), machine.master());
         if mem.last == Some(now) {
             return;
@@ -596,10 +581,7 @@ fn classify(meta: &IpMeta, msg: &[u8], mode: VrrpChecksum, vips: &[IpAddr]) -> P
             same_addresses: a.addresses().eq(vips.iter().copied()),
         },
         Err(reason) => {
-            let other = match mode {
-                VrrpChecksum::PseudoHeader => VrrpChecksum::NoPseudoHeader,
-                VrrpChecksum::NoPseudoHeader => VrrpChecksum::PseudoHeader,
-            };
+            let other = mode.other();
             let other_checksum = reason == Reject::Checksum
                 && meta.src.is_ipv4()
                 && packet::decode(msg, meta, other).is_ok();

@@ -72,6 +72,16 @@ pub enum InstanceState {
     Fault,
 }
 
+impl From<machine::State> for InstanceState {
+    fn from(state: machine::State) -> Self {
+        match state {
+            machine::State::Initialize => InstanceState::Initialize,
+            machine::State::Backup => InstanceState::Backup,
+            machine::State::Master => InstanceState::Master,
+        }
+    }
+}
+
 impl InstanceState {
     pub const ALL: [InstanceState; 4] = [
         InstanceState::Initialize,

@@ -169,10 +169,6 @@ impl Machine {
         self.master
     }
 
-    pub fn primary(&self) -> IpAddr {
-        self.primary
-    }
-
     /// The interval Backup times the master with (learnt from its adverts).
     pub fn master_adver_interval(&self) -> Duration {
         self.master_adver_interval
@@ -246,10 +242,6 @@ impl Machine {
         if self.state == State::Master {
             self.send_advert(now);
         }
-    }
-
-    pub fn adjustment(&self) -> i32 {
-        self.adjustment
     }
 
     /// An advert for this virtual router that passed the receive checks.

@@ -18,15 +18,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 const NLMSG_HDR: usize = 16;
 const IFINFOMSG: usize = 16;
 const IFADDRMSG: usize = 8;
-const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_FLAGS: u16 = 8;
-const IFA_F_SECONDARY: u32 = 0x01;
-const IFA_F_NODAD: u32 = 0x02;
-const IFA_F_DADFAILED: u32 = 0x08;
-const IFA_F_TENTATIVE: u32 = 0x40;
 
 /// An interface, as the kernel names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +25,6 @@ pub struct Link {
     pub index: u32,
     /// Its hardware address, when it has an Ethernet one.
     pub mac: Option<[u8; 6]>,
-    pub up: bool,
 }
 
 /// One address on an interface.
@@ -77,7 +67,7 @@ impl Netlink {
         body[0] = libc::AF_UNSPEC as u8;
         let mut ifname = name.as_bytes().to_vec();
         ifname.push(0);
-        push_attr(&mut body, IFLA_IFNAME, &ifname);
+        push_attr(&mut body, libc::IFLA_IFNAME, &ifname);
         let seq = self.send(libc::RTM_GETLINK, libc::NLM_F_REQUEST as u16, &body)?;
         let mut found = None;
         let outcome = self.receive(seq, |kind, payload| {
@@ -215,18 +205,18 @@ fn address_body(index: u32, prefix: IpPrefix, adding: bool) -> Vec<u8> {
     body[4..8].copy_from_slice(&index.to_ne_bytes());
     match prefix.address {
         IpAddr::V4(a) => {
-            push_attr(&mut body, IFA_LOCAL, &a.octets());
+            push_attr(&mut body, libc::IFA_LOCAL, &a.octets());
             if adding {
-                push_attr(&mut body, IFA_ADDRESS, &a.octets());
+                push_attr(&mut body, libc::IFA_ADDRESS, &a.octets());
             }
         }
         IpAddr::V6(a) => {
-            push_attr(&mut body, IFA_ADDRESS, &a.octets());
+            push_attr(&mut body, libc::IFA_ADDRESS, &a.octets());
             if adding {
                 // Usable at once: no duplicate address detection, which would
                 // also delay the unsolicited neighbour advertisements.
-                body[2] = IFA_F_NODAD as u8;
-                push_attr(&mut body, IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes());
+                body[2] = libc::IFA_F_NODAD as u8;
+                push_attr(&mut body, libc::IFA_FLAGS, &libc::IFA_F_NODAD.to_ne_bytes());
             }
         }
     }
@@ -287,14 +277,12 @@ fn attrs(payload: &[u8], skip: usize) -> impl Iterator<Item = (u16, &[u8])> {
 fn parse_link(payload: &[u8]) -> Option<Link> {
     let head = payload.get(..IFINFOMSG)?;
     let index = i32::from_ne_bytes([head[4], head[5], head[6], head[7]]);
-    let flags = u32::from_ne_bytes([head[8], head[9], head[10], head[11]]);
     let mac = attrs(payload, IFINFOMSG)
-        .find(|(k, _)| *k == IFLA_ADDRESS)
+        .find(|(k, _)| *k == libc::IFLA_ADDRESS)
         .and_then(|(_, d)| <[u8; 6]>::try_from(d).ok());
     Some(Link {
         index: u32::try_from(index).ok()?,
         mac,
-        up: flags & libc::IFF_UP as u32 != 0,
     })
 }
 
@@ -306,9 +294,9 @@ fn parse_address(payload: &[u8]) -> Option<(u32, Address)> {
     let (mut local, mut address) = (None, None);
     for (kind, data) in attrs(payload, IFADDRMSG) {
         match kind {
-            IFA_LOCAL => local = ip(data),
-            IFA_ADDRESS => address = ip(data),
-            IFA_FLAGS if data.len() >= 4 => {
+            libc::IFA_LOCAL => local = ip(data),
+            libc::IFA_ADDRESS => address = ip(data),
+            libc::IFA_FLAGS if data.len() >= 4 => {
                 flags = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
             }
             _ => {}
@@ -321,8 +309,8 @@ fn parse_address(payload: &[u8]) -> Option<(u32, Address)> {
         Address {
             address,
             prefix_len,
-            secondary: flags & IFA_F_SECONDARY != 0,
-            tentative: flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) != 0,
+            secondary: flags & libc::IFA_F_SECONDARY != 0,
+            tentative: flags & (libc::IFA_F_TENTATIVE | libc::IFA_F_DADFAILED) != 0,
         },
     ))
 }
@@ -343,17 +331,21 @@ mod tests {
     #[test]
     fn attributes_are_padded_and_parsed_back() {
         let mut buf = vec![0u8; IFADDRMSG];
-        push_attr(&mut buf, IFA_LOCAL, &[198, 18, 0, 100]);
+        push_attr(&mut buf, libc::IFA_LOCAL, &[198, 18, 0, 100]);
         push_attr(&mut buf, 99, &[1, 2, 3]);
-        push_attr(&mut buf, IFA_FLAGS, &IFA_F_SECONDARY.to_ne_bytes());
+        push_attr(
+            &mut buf,
+            libc::IFA_FLAGS,
+            &libc::IFA_F_SECONDARY.to_ne_bytes(),
+        );
         assert_eq!(buf.len(), IFADDRMSG + 8 + 8 + 8);
         let got: Vec<_> = attrs(&buf, IFADDRMSG).collect();
         assert_eq!(
             got,
             vec![
-                (IFA_LOCAL, &[198u8, 18, 0, 100][..]),
+                (libc::IFA_LOCAL, &[198u8, 18, 0, 100][..]),
                 (99, &[1, 2, 3][..]),
-                (IFA_FLAGS, &IFA_F_SECONDARY.to_ne_bytes()[..])
+                (libc::IFA_FLAGS, &libc::IFA_F_SECONDARY.to_ne_bytes()[..])
             ]
         );
         buf[1] = 24;

@@ -15,6 +15,21 @@ const CHECKSUMS: &[(&str, VrrpChecksum)] = &[
     ("no_pseudo_header", VrrpChecksum::NoPseudoHeader),
 ];
 
+impl VrrpChecksum {
+    /// The name the configuration file uses.
+    pub fn as_str(self) -> &'static str {
+        super::name_of(CHECKSUMS, self)
+    }
+
+    /// The other way to compute an IPv4 advert's checksum.
+    pub fn other(self) -> VrrpChecksum {
+        match self {
+            VrrpChecksum::PseudoHeader => VrrpChecksum::NoPseudoHeader,
+            VrrpChecksum::NoPseudoHeader => VrrpChecksum::PseudoHeader,
+        }
+    }
+}
+
 fn family(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() {
         "IPv4"
