@@ -62,7 +62,7 @@ pub(crate) fn initial_state(kind: HealthKind) -> InitialState {
 pub(crate) const UDP_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
 
 // vrrp instances
-pub(crate) const VRRP_PRIORITY: u8 = 100;
+pub(crate) const VRRP_PRIORITY: u8 = crate::model::DEFAULT_VRRP_PRIORITY;
 pub(crate) const ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const PREEMPT: bool = true;
 pub(crate) const PREEMPT_DELAY: Duration = Duration::ZERO;
@@ -77,6 +77,5 @@ pub(crate) const VRRP_CHECKSUM: VrrpChecksum = VrrpChecksum::PseudoHeader;
 /// Skew_Time = ((256 − priority) × Advertisement_Interval) / 256), so a node
 /// that starts listens for two of them before it may become master.
 pub(crate) fn startup_delay(priority: u8, advert_interval: Duration) -> Duration {
-    let skew = advert_interval * (256 - u32::from(priority)) / 256;
-    advert_interval * 3 + skew
+    crate::model::master_down_interval(priority, advert_interval)
 }

@@ -193,6 +193,19 @@ pub struct VrrpInstance {
     pub checksum: VrrpChecksum,
 }
 
+/// The priority of a `vrrp` instance that sets none.
+pub const DEFAULT_VRRP_PRIORITY: u8 = 100;
+
+/// Skew_Time = ((256 − priority) × interval) / 256 (RFC 9568 §6.1).
+pub fn skew_time(priority: u8, interval: Duration) -> Duration {
+    interval * (256 - u32::from(priority)) / 256
+}
+
+/// Master_Down_Interval = 3 × interval + Skew_Time (RFC 9568 §6.1).
+pub fn master_down_interval(priority: u8, interval: Duration) -> Duration {
+    interval * 3 + skew_time(priority, interval)
+}
+
 /// Gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6) sent
 /// for the virtual IPs by a master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -50,7 +50,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use carrier::Pool;
-pub use carrier::{CopyBuffer, SplicePipe};
+pub(crate) use carrier::{CopyBuffer, SplicePipe};
 use pump::{Lane, OneWay, Pump, Side};
 
 /// How bytes are moved.

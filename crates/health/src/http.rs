@@ -51,7 +51,8 @@ fn malformed(m: impl Into<String>) -> HttpError {
     HttpError::Malformed(m.into())
 }
 
-/// The request bytes, built once per prober. `path` and `host` are checked
+/// The request bytes of one probe (a hundred-odd bytes, built for each probe:
+/// cheaper than keeping one per backend in step with reloads). `path` and `host` are checked
 /// by the caller for spaces and control characters.
 pub(crate) fn request(path: &str, host: &str) -> Vec<u8> {
     format!(

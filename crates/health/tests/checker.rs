@@ -194,7 +194,7 @@ async fn update_with_an_unusable_ca_file_changes_nothing() {
     let mut bad = health(HealthKind::Https);
     bad.tls.verify = true;
     bad.tls.ca_file = Some("/nonexistent/ca.crt".into());
-    let other = backend(closed_tcp_port());
+    let other = backend(test_support::free_addr());
     let e = handle.update(&bad, vec![other.clone()]).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/ca.crt"));
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -206,7 +206,7 @@ async fn update_with_an_unusable_ca_file_changes_nothing() {
 
 #[tokio::test]
 async fn switching_to_none_brings_down_backends_up() {
-    let b = backend(closed_tcp_port());
+    let b = backend(test_support::free_addr());
     let checker = Checker::new("svc", &health(HealthKind::Tcp), vec![b.clone()]).unwrap();
     let handle = checker.handle();
     let mut rx = checker.subscribe();
@@ -242,7 +242,8 @@ async fn none_runs_no_probes_and_leaves_backends_up() {
 
 #[tokio::test]
 async fn shutdown_drops_a_probe_in_flight() {
-    let (addr, _server) = silent_tcp().await;
+    let server = test_support::HoldServer::start().await;
+    let addr = server.addr();
     let mut h = health(HealthKind::Http);
     h.interval = Duration::from_millis(1);
     h.timeout = Duration::from_secs(30);

@@ -192,7 +192,8 @@ async fn client_certificate_required_by_the_server() {
 
 #[tokio::test]
 async fn https_probe_times_out_in_the_handshake() {
-    let (addr, _server) = silent_tcp().await;
+    let server = test_support::HoldServer::start().await;
+    let addr = server.addr();
     let mut h = health(HealthKind::Https);
     h.timeout = Duration::from_millis(150);
     let got = Prober::new(&h).unwrap().probe(BackendAddress(addr)).await;
@@ -228,7 +229,7 @@ async fn unreadable_ca_file_is_an_error_at_build_time() {
     let mut h = health(HealthKind::Https);
     h.tls.verify = true;
     h.tls.ca_file = Some("/nonexistent/pki/ca.crt".into());
-    let b = backend(closed_tcp_port());
+    let b = backend(test_support::free_addr());
     let e = Checker::new("api", &h, vec![b]).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/pki/ca.crt"), "{e}");
 }

@@ -25,14 +25,15 @@ async fn tcp_probe_succeeds_against_a_listener() {
 
 #[tokio::test]
 async fn tcp_probe_to_a_closed_port_is_refused() {
-    let got = probe(&health(HealthKind::Tcp), closed_tcp_port()).await;
+    let got = probe(&health(HealthKind::Tcp), test_support::free_addr()).await;
     assert!(!got.ok);
     assert_eq!(got.reason, "connection refused");
 }
 
 #[tokio::test]
 async fn tcp_probe_times_out_when_the_connect_hangs() {
-    let (addr, _keep) = unanswering_tcp().await;
+    let blackhole = test_support::Blackhole::start().unwrap();
+    let addr = blackhole.addr();
     let mut h = health(HealthKind::Tcp);
     h.timeout = Duration::from_millis(200);
     let got = probe(&h, addr).await;
@@ -47,7 +48,7 @@ async fn tcp_probe_uses_the_port_override() {
     let mut h = health(HealthKind::Tcp);
     h.port = Some(listener.local_addr().unwrap().port());
     // The backend's own port is closed; the override is open.
-    let got = probe(&h, closed_tcp_port()).await;
+    let got = probe(&h, test_support::free_addr()).await;
     assert!(got.ok, "{got:?}");
 }
 
@@ -121,14 +122,15 @@ async fn http_probe_checks_the_body() {
 
 #[tokio::test]
 async fn http_probe_to_a_closed_port_is_refused() {
-    let got = probe(&health(HealthKind::Http), closed_tcp_port()).await;
+    let got = probe(&health(HealthKind::Http), test_support::free_addr()).await;
     assert!(!got.ok);
     assert_eq!(got.reason, "connection refused");
 }
 
 #[tokio::test]
 async fn http_probe_times_out_when_the_server_never_answers() {
-    let (addr, _server) = silent_tcp().await;
+    let server = test_support::HoldServer::start().await;
+    let addr = server.addr();
     let mut h = health(HealthKind::Http);
     h.timeout = Duration::from_millis(150);
     let got = probe(&h, addr).await;

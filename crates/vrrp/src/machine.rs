@@ -102,15 +102,9 @@ pub fn effective_priority(configured: u8, adjustment: i32) -> u8 {
     (i32::from(configured) + adjustment).clamp(1, 254) as u8
 }
 
-/// Skew_Time = ((256 − priority) × interval) / 256 (RFC 9568 §6.1).
-pub fn skew_time(priority: u8, interval: Duration) -> Duration {
-    interval * (256 - u32::from(priority)) / 256
-}
-
-/// Master_Down_Interval = 3 × interval + Skew_Time (RFC 9568 §6.1).
-pub fn master_down_interval(priority: u8, interval: Duration) -> Duration {
-    interval * 3 + skew_time(priority, interval)
-}
+// The RFC's timing formulas live with the configuration, which derives the
+// default `startup_delay` from them.
+pub use tandem_config::{master_down_interval, skew_time};
 
 #[derive(Debug)]
 pub struct Machine {

@@ -12,8 +12,9 @@ use tandem_config::VrrpInstance;
 
 use crate::machine::effective_priority;
 
-/// The priority assumed for the other nodes when `track.peer_priorities` is empty.
-pub const ASSUMED_PEER_PRIORITY: u8 = 100;
+/// The priority assumed for the other nodes when `track.peer_priorities` is
+/// empty: the one they have when their configuration sets none.
+pub const ASSUMED_PEER_PRIORITY: u8 = tandem_config::DEFAULT_VRRP_PRIORITY;
 
 /// Warnings about `instance`'s tracking, for `tandem check` to print; empty
 /// when a tracked failure moves the VIP as intended (or nothing is tracked).

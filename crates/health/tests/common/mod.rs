@@ -73,47 +73,9 @@ pub async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-pub fn closed_tcp_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind((LOOPBACK, 0)).unwrap();
-    l.local_addr().unwrap()
-}
-
 pub fn closed_udp_port() -> SocketAddr {
     let s = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
     s.local_addr().unwrap()
-}
-
-/// A TCP listener that accepts and holds connections without ever sending a byte.
-pub async fn silent_tcp() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = listener.accept().await {
-            held.push(s);
-        }
-    });
-    (addr, task)
-}
-
-/// A listener whose accept queue is full, so that a new connect hangs in
-/// SYN retransmits: a loopback address that never answers. Returns the
-/// address and what must stay alive.
-pub async fn unanswering_tcp() -> (SocketAddr, (TcpListener, Vec<TcpStream>)) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind((LOOPBACK, 0).into()).unwrap();
-    let listener = socket.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..64 {
-        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => held.push(s),
-            Ok(Err(e)) => panic!("filling the accept queue: {e}"),
-            Err(_) => return (addr, (listener, held)),
-        }
-    }
-    panic!("the accept queue of a listen(0) socket never filled");
 }
 
 /// A UDP server: replies `reply` to every datagram (or nothing when `None`).

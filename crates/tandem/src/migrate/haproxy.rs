@@ -2,6 +2,8 @@
 //! `defaults` timeouts, `frontend` binds in `mode tcp`, and `backend` servers
 //! with their balance algorithm and health check.
 
+use tandem_config::SchedulerKind;
+
 use super::Refusal;
 
 #[derive(Debug, Default)]
@@ -34,7 +36,7 @@ pub struct Frontend {
 #[derive(Debug)]
 pub struct Backend {
     pub name: String,
-    pub scheduler: &'static str,
+    pub scheduler: SchedulerKind,
     pub servers: Vec<Server>,
     pub check: Check,
     pub inter_ms: u64,
@@ -292,7 +294,7 @@ pub fn parse(text: &str, file: &str) -> Result<HaproxyConfig, Vec<Refusal>> {
         if s.kind == "backend" || s.kind == "listen" {
             let mut b = Backend {
                 name: s.name.clone(),
-                scheduler: "round_robin",
+                scheduler: SchedulerKind::RoundRobin,
                 servers: Vec::new(),
                 check: Check::None,
                 inter_ms: 2000,
@@ -302,7 +304,6 @@ pub fn parse(text: &str, file: &str) -> Result<HaproxyConfig, Vec<Refusal>> {
             };
             let mut httpchk: Option<(String, String)> = None;
             let mut expect_status = vec![200u16];
-            let mut tcp_check = false;
             let mut check_connect_ssl = false;
             let mut params_seen = default_server.clone();
             let mut any_check = false;
@@ -311,10 +312,10 @@ pub fn parse(text: &str, file: &str) -> Result<HaproxyConfig, Vec<Refusal>> {
                 match (w[0].as_str(), v) {
                     ("balance", Some(alg)) => {
                         b.scheduler = match alg {
-                            "roundrobin" | "static-rr" => "round_robin",
-                            "leastconn" => "least_connections",
-                            "source" => "source_hash",
-                            "random" => "random",
+                            "roundrobin" | "static-rr" => SchedulerKind::RoundRobin,
+                            "leastconn" => SchedulerKind::LeastConnections,
+                            "source" => SchedulerKind::SourceHash,
+                            "random" => SchedulerKind::Random,
                             other => {
                                 refuse(
                                     &mut refusals,
@@ -324,7 +325,7 @@ pub fn parse(text: &str, file: &str) -> Result<HaproxyConfig, Vec<Refusal>> {
                                         s.name
                                     ),
                                 );
-                                "round_robin"
+                                SchedulerKind::RoundRobin
                             }
                         }
                     }
@@ -333,7 +334,8 @@ pub fn parse(text: &str, file: &str) -> Result<HaproxyConfig, Vec<Refusal>> {
                         let uri = w.get(3).cloned().unwrap_or_else(|| "/".to_owned());
                         httpchk = Some((method, uri));
                     }
-                    ("option", Some("tcp-check" | "ssl-hello-chk")) => tcp_check = true,
+                    // A TCP check is what tandem does without an HTTP one.
+                    ("option", Some("tcp-check" | "ssl-hello-chk")) => {}
                     ("http-check", Some("send")) => {
                         let mut method = "GET".to_owned();
                         let mut uri = "/".to_owned();
@@ -458,10 +460,7 @@ pub fn parse(text: &str, file: &str) -> Result<HaproxyConfig, Vec<Refusal>> {
                             },
                         }
                     }
-                    None => {
-                        let _ = tcp_check;
-                        Check::Tcp
-                    }
+                    None => Check::Tcp,
                 };
             }
             config.backends.push(b);

@@ -220,7 +220,7 @@ pub fn convert(
             service_names.push(f.name.clone());
             let _ = writeln!(y, "  - name: {}", q(&f.name));
             let _ = writeln!(y, "    listen: {listen}");
-            let _ = writeln!(y, "    scheduler: {}", backend.scheduler);
+            let _ = writeln!(y, "    scheduler: {}", backend.scheduler.as_str());
             let _ = writeln!(y, "    backends:");
             for s in &backend.servers {
                 let mut line = format!(
