@@ -36,6 +36,8 @@ pub(crate) struct Driver {
     /// adverts are theirs, not unknown.
     pub(crate) siblings: Vec<u8>,
     pub(crate) hooks: mpsc::UnboundedSender<Vec<String>>,
+    /// The notify commands, split once.
+    pub(crate) notify: notify::Commands,
     /// The virtual IPs without prefixes, as adverts carry them.
     pub(crate) vip_addrs: Vec<IpAddr>,
 }
@@ -531,22 +533,8 @@ impl Driver {
     }
 
     fn hook(&self, state: InstanceState) {
-        let n = &self.cfg.notify;
-        let command = match state {
-            InstanceState::Master => &n.master,
-            InstanceState::Backup => &n.backup,
-            InstanceState::Fault => &n.fault,
-            InstanceState::Initialize => &None,
-        };
-        if let Some(command) = command {
-            match notify::argv(command, &self.cfg.name, state.as_str()) {
-                Ok(argv) => {
-                    let _ = self.hooks.send(argv);
-                }
-                Err(e) => {
-                    warn!(instance = %self.cfg.name, command = %command, "notify command cannot be split: {e}")
-                }
-            }
+        if let Some(argv) = self.notify.argv(state, &self.cfg.name) {
+            let _ = self.hooks.send(argv);
         }
     }
 

@@ -169,25 +169,11 @@ impl Vrrp {
     /// `tandem_vrrp_*` metrics into `registry` (once per registry). Touches
     /// no interface yet: that happens in [`Vrrp::run`].
     pub fn new(instances: &[VrrpInstance], registry: &Registry) -> Result<Vrrp, VrrpError> {
-        for i in instances {
-            let n = &i.notify;
-            for (key, cmd) in [
-                ("master", &n.master),
-                ("backup", &n.backup),
-                ("fault", &n.fault),
-            ] {
-                if let Some(command) = cmd {
-                    if let Err(reason) = tandem_config::split_command(command) {
-                        return Err(VrrpError::Notify {
-                            instance: i.name.clone(),
-                            key,
-                            command: command.clone(),
-                            reason,
-                        });
-                    }
-                }
-            }
-        }
+        let mut commands = instances
+            .iter()
+            .map(split_notify)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
         let metrics = metrics::Metrics::register(registry)?;
         let now = SystemTime::now();
         let status: Vec<InstanceStatus> = instances
@@ -246,6 +232,7 @@ impl Vrrp {
                 adjustment,
                 siblings,
                 hooks: tx,
+                notify: commands.next().unwrap_or_default(),
                 vip_addrs: cfg.virtual_ips.iter().map(|p| p.address).collect(),
             });
         }
@@ -292,6 +279,28 @@ impl Vrrp {
             hooks.abort_all();
         }
     }
+}
+
+/// Splits an instance's notify commands, or says which one cannot be split.
+fn split_notify(i: &VrrpInstance) -> Result<notify::Commands, VrrpError> {
+    let split = |key: &'static str, cmd: &Option<String>| {
+        cmd.as_ref()
+            .map(|command| {
+                tandem_config::split_command(command).map_err(|reason| VrrpError::Notify {
+                    instance: i.name.clone(),
+                    key,
+                    command: command.clone(),
+                    reason,
+                })
+            })
+            .transpose()
+    };
+    let n = &i.notify;
+    Ok(notify::Commands {
+        master: split("master", &n.master)?,
+        backup: split("backup", &n.backup)?,
+        fault: split("fault", &n.fault)?,
+    })
 }
 
 fn is_ipv6(i: &VrrpInstance) -> bool {

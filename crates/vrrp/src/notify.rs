@@ -9,16 +9,34 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::InstanceState;
+
 /// How long a hook may run before it is killed.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The argv a hook runs with: the command, split like a shell splits words,
-/// then the instance name and the new state (`master`, `backup`, `fault`).
-pub fn argv(command: &str, instance: &str, state: &str) -> Result<Vec<String>, String> {
-    let mut argv = tandem_config::split_command(command)?;
-    argv.push(instance.to_owned());
-    argv.push(state.to_owned());
-    Ok(argv)
+/// An instance's notify commands, split once when the instance is built.
+#[derive(Debug, Default)]
+pub(crate) struct Commands {
+    pub master: Option<Vec<String>>,
+    pub backup: Option<Vec<String>>,
+    pub fault: Option<Vec<String>>,
+}
+
+impl Commands {
+    /// The argv to run on entering `state`, if the instance has a command for it:
+    /// the command's words, then the instance name and the state.
+    pub(crate) fn argv(&self, state: InstanceState, instance: &str) -> Option<Vec<String>> {
+        let words = match state {
+            InstanceState::Master => self.master.as_ref(),
+            InstanceState::Backup => self.backup.as_ref(),
+            InstanceState::Fault => self.fault.as_ref(),
+            InstanceState::Initialize => None,
+        }?;
+        let mut argv = words.clone();
+        argv.push(instance.to_owned());
+        argv.push(state.as_str().to_owned());
+        Some(argv)
+    }
 }
 
 /// Runs queued hooks one after another; ends when the sender is dropped.
@@ -99,6 +117,26 @@ mod tests {
         assert_eq!(echo, ["echo", "$HOME", ">", "nowhere", "v", "backup"]);
         run("v", &echo, TIMEOUT).await;
         assert!(!std::path::Path::new("nowhere").exists());
+    }
+
+    /// What the driver runs for `cmd` when `instance` enters `state`
+    /// (`master`, `backup` or `fault`); an error when `cmd` cannot be split.
+    fn argv(cmd: &str, instance: &str, state: &str) -> Result<Vec<String>, String> {
+        let words = tandem_config::split_command(cmd)?;
+        let state = match state {
+            "master" => InstanceState::Master,
+            "backup" => InstanceState::Backup,
+            "fault" => InstanceState::Fault,
+            other => panic!("no hook for state {other}"),
+        };
+        let commands = Commands {
+            master: Some(words.clone()),
+            backup: Some(words.clone()),
+            fault: Some(words),
+        };
+        Ok(commands
+            .argv(state, instance)
+            .expect("a command for every state"))
     }
 
     fn argv_of(cmd: &str) -> Vec<String> {
