@@ -100,9 +100,12 @@ struct SessionShared {
 }
 
 impl SessionShared {
-    fn touch(&self) {
-        self.last_ms
-            .store(self.started.elapsed().as_millis() as u64, Relaxed);
+    /// Notes a datagram at `now` (one clock reading serves a whole batch).
+    fn touch(&self, now: Instant) {
+        self.last_ms.store(
+            now.saturating_duration_since(self.started).as_millis() as u64,
+            Relaxed,
+        );
     }
 }
 
@@ -129,11 +132,19 @@ impl UdpAcceptor {
                         .try_io(Interest::READABLE, || batch.recv(self.socket.as_fd()));
                     match received {
                         Ok(n) => {
+                            let now = Instant::now();
+                            let (mut datagrams, mut bytes) = (0, 0);
                             for i in 0..n {
                                 if let Some((datagram, client)) = batch.get(i) {
-                                    self.forward(&mut sessions, client, datagram);
+                                    datagrams += 1;
+                                    bytes += datagram.len() as u64;
+                                    self.forward(&mut sessions, client, datagram, now);
                                 }
                             }
+                            // Counted once per batch; only this loop writes them.
+                            let counters = &self.service.counters.udp;
+                            counters.datagrams_in.fetch_add(datagrams, Relaxed);
+                            counters.bytes_in.fetch_add(bytes, Relaxed);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => {
@@ -154,10 +165,9 @@ impl UdpAcceptor {
         sessions: &mut HashMap<SocketAddr, Session>,
         client: SocketAddr,
         datagram: &[u8],
+        now: Instant,
     ) {
         let counters = &self.service.counters.udp;
-        counters.datagrams_in.fetch_add(1, Relaxed);
-        counters.bytes_in.fetch_add(datagram.len() as u64, Relaxed);
         // One hash lookup per datagram: a live session is used as is; a
         // missing or ended one is (re)opened in the same entry.
         let session = match sessions.entry(client) {
@@ -194,7 +204,7 @@ impl UdpAcceptor {
             }
         };
         session.shared.requests.fetch_add(1, Relaxed);
-        session.shared.touch();
+        session.shared.touch(now);
         match session.upstream.send(datagram) {
             Ok(n) => session.backend.add_bytes_from_client(n as u64),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -402,7 +412,7 @@ impl ReplyTask {
                     }
                 }
                 if taken > 0 {
-                    self.shared.touch();
+                    self.shared.touch(Instant::now());
                     let datagrams: [&[u8]; SEND_BATCH] =
                         std::array::from_fn(|i| &buf[i * MAX_DATAGRAM..i * MAX_DATAGRAM + lens[i]]);
                     let bytes: usize = lens[..taken].iter().sum();
