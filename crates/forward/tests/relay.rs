@@ -217,6 +217,52 @@ async fn half_close(mode: Mode) {
     assert!(matches!(relayed.ending, Ending::ClientClosed));
 }
 
+/// A backend that answers, shuts down writing at once (its answer and FIN
+/// reach the relay together, so the relay ends that direction without reading
+/// the end of file) and still reads: the client gets the answer and end of
+/// file, and every byte it sends afterwards still reaches the backend.
+#[tokio::test]
+async fn backend_answer_and_fin_together_leave_the_upload_flowing() {
+    for mode in [Mode::Splice, Mode::Copy] {
+        let forwarder = Forwarder::new();
+        let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+        let s = setup(
+            &forwarder,
+            mode,
+            Duration::from_secs(30),
+            |mut b| async move {
+                b.write_all(b"early answer").await.unwrap();
+                b.shutdown().await.unwrap();
+                let mut got = Vec::new();
+                b.read_to_end(&mut got).await.unwrap();
+                let _ = got_tx.send(got);
+            },
+        )
+        .await;
+        let mut client = s.client;
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("answer and end of file within 5 s")
+            .unwrap();
+        assert_eq!(answer, b"early answer", "{mode:?}");
+        let upload = data(50_000);
+        client.write_all(&upload).await.unwrap();
+        client.shutdown().await.unwrap();
+        let relayed = s.relay.await.unwrap();
+        assert!(matches!(relayed.ending, Ending::BackendClosed), "{mode:?}");
+        assert_eq!(relayed.from_client, 50_000);
+        // The relay's streams are closed; the probe's duplicate descriptor
+        // would keep the backend leg open.
+        drop(s.upstream);
+        let got = tokio::time::timeout(Duration::from_secs(5), got_rx)
+            .await
+            .expect("backend read to end within 5 s")
+            .unwrap();
+        assert!(got == upload, "{mode:?}: upload differs");
+    }
+}
+
 #[tokio::test]
 async fn half_close_passes_eof_and_keeps_reply_splice() {
     half_close(Mode::Splice).await;
