@@ -66,6 +66,25 @@ def tcp_out_segs():
     return int(rows[1][rows[0].index("OutSegs")])
 
 
+def core_times():
+    """(busy, total) clock ticks per core, from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit():
+                ticks = [int(v) for v in fields]
+                idle = ticks[3] + ticks[4]  # idle + iowait
+                out[name[3:]] = (sum(ticks) - idle, sum(ticks))
+    return out
+
+
+def busy_percent(before, after, core):
+    busy = after[core][0] - before[core][0]
+    total = after[core][1] - before[core][1]
+    return 100.0 * busy / total if total else None
+
+
 def pinned(cpu, argv, **kw):
     return subprocess.Popen(["taskset", "-c", cpu] + argv, **kw)
 
@@ -277,12 +296,20 @@ class SocketPeak:
 
 def measured(lab, target, fn):
     pid = lab.pid(target)
+    cores = core_times()
     if not pid:
-        return fn()
+        result = fn()
+        result["load_core_busy"] = busy_percent(cores, core_times(), LOAD_CPU)
+        return result
     before = cpu_seconds(pid)
     with SocketPeak(pid) as peak:
         result = fn()
     result["cpu_s"] = cpu_seconds(pid) - before
+    # Which core limited the rate: when the load core is saturated, rates and
+    # latencies measure it as much as the proxy; CPU per unit of work does not.
+    after = core_times()
+    result["proxy_core_busy"] = busy_percent(cores, after, PROXY_CPU)
+    result["load_core_busy"] = busy_percent(cores, after, LOAD_CPU)
     # Client and backend legs both count: 2 per connection (UDP: the
     # per-session backend sockets, when the proxy opens one per session).
     result["proxy_sockets"] = peak.extra()
@@ -554,6 +581,16 @@ def main():
             if not ok:
                 failed.append(f"{t}/{w}")
             cells.append(f"{low}" + ("" if ok else " (!)"))
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    lines += ["", f"Busy time of each core during each workload (median %: the proxies' core {PROXY_CPU} / "
+              f"the load generators' and backends' core {LOAD_CPU}). Where the load core is near 100%, it sets "
+              "the rates and latencies of every target alike; CPU per unit of work is the proxy's own figure:", "",
+              "| workload | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+    for w in [w for w in ["bulk1", "bulk4", "conn", "keepalive", "dns"] if w in workloads]:
+        cells = []
+        for t in targets:
+            proxy, load = get(t, w, "proxy_core_busy"), get(t, w, "load_core_busy")
+            cells.append(("–" if proxy is None else f"{proxy[0]:.0f}") + " / " + ("–" if load is None else f"{load[0]:.0f}"))
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
     if failed:
         lines += ["", f"WARNING: too few sockets for {', '.join(failed)}: that traffic may not have gone through the proxy."]
