@@ -2,8 +2,9 @@
 //! their name or hash what they received; a blackhole that never completes a
 //! handshake; and [`Tandem`], the real binary run with a YAML config.
 //!
-//! Everything listens on 127.0.0.1 with ephemeral ports; nothing here sends
-//! traffic anywhere else. Every wait is bounded.
+//! Everything listens on 127.0.0.1, on ephemeral ports or on ports that
+//! [`free_port`] found; nothing here sends traffic anywhere else. Every wait is
+//! bounded.
 
 mod backends;
 pub mod netns;
@@ -14,15 +15,43 @@ pub use backends::{Blackhole, DrainThenReply, EchoServer, HoldServer, NamedServe
 pub use process::Tandem;
 pub use tls::{http_server, https_server, https_server_on, HttpState, Pki};
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// A port on 127.0.0.1 that was free a moment ago (bound, then released).
-/// Connecting to it is refused, which also makes it a dead backend.
+/// A port on 127.0.0.1 that was free for TCP and UDP a moment ago (bound, then
+/// released). Connecting to it is refused, which also makes it a dead backend.
+///
+/// It comes from below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), so no outgoing connection can take it
+/// between now and the test binding it: after a benchmark, tens of thousands of
+/// sockets in TIME_WAIT keep the ephemeral range nearly full, and a port the
+/// kernel handed out and took back was soon some connect's local port.
+/// Candidates start at a place that depends on the process, and then follow a
+/// counter, so test threads and test binaries running side by side do not pick
+/// the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = below_ephemeral_range();
+    let span = u32::from(high - low);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let offset = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = low + offset as u16;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpListener::bind(addr).is_ok() && UdpSocket::bind(addr).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {high}");
+}
+
+/// Ports from 10000 up to the first ephemeral one (32768 by default).
+fn below_ephemeral_range() -> (u16, u16) {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    (10_000, first_ephemeral.max(11_000))
 }
 
 /// 127.0.0.1 with a port that was free a moment ago.
