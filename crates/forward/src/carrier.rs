@@ -155,35 +155,17 @@ pub(crate) fn write_some(dst: &TcpStream, buf: &[u8], more: bool) -> io::Result<
     dst.try_io(Interest::WRITABLE, || sys::send(dst.as_fd(), buf, more))
 }
 
-/// What epoll has already reported about the end of `src`'s incoming stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PeerEnd {
-    /// Nothing: more bytes may come.
-    Open,
-    /// An orderly end of file (EPOLLRDHUP, no error): the FIN is queued behind
-    /// the bytes still unread, so a read that empties the socket has read
-    /// the last of them and the next one would return 0.
-    Fin,
-    /// An error (EPOLLERR: a reset): the next read after the bytes still
-    /// queued fails.
-    Failed,
-}
-
-/// What epoll has already reported about the end of `src`'s stream: the bytes
-/// read from it now are its last unless [`PeerEnd::Open`]. tokio keeps this
-/// readiness until the stream is dropped. Asked while read readiness is still
-/// set (before the read that clears it), tokio answers from an atomic load;
-/// the future's drop still takes the socket's waiter lock once. Polled with
-/// a no-op waker: the answer is all that is wanted, never a wakeup.
-pub(crate) fn peer_end(src: &TcpStream) -> PeerEnd {
+/// Whether epoll has already reported the peer's end of file on `src`
+/// (EPOLLRDHUP or EPOLLHUP, which a reset also brings): the bytes read from it
+/// now are its last. tokio keeps this readiness until the stream is dropped.
+/// Asked while read readiness is still set (before the read that clears it),
+/// tokio answers from an atomic load; the future's drop still takes the
+/// socket's waiter lock once. Polled with a no-op waker: the answer is all
+/// that is wanted, never a wakeup.
+pub(crate) fn peer_finished(src: &TcpStream) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
-    let ready = std::pin::pin!(src.ready(Interest::READABLE | Interest::ERROR));
-    match ready.poll(&mut cx) {
-        Poll::Ready(Ok(r)) if r.is_error() => PeerEnd::Failed,
-        Poll::Ready(Ok(r)) if r.is_read_closed() => PeerEnd::Fin,
-        Poll::Ready(Err(_)) => PeerEnd::Failed,
-        _ => PeerEnd::Open,
-    }
+    let ready = std::pin::pin!(src.ready(Interest::READABLE));
+    matches!(ready.poll(&mut cx), Poll::Ready(Ok(r)) if r.is_read_closed())
 }
 
 /// A bounded stack of idle carriers. Taking one is a short uncontended lock,

@@ -18,9 +18,7 @@ use std::task::{Context, Poll};
 
 use tokio::net::TcpStream;
 
-use crate::carrier::{
-    peer_end, read_some, write_some, CopyBuffer, PeerEnd, SplicePipe, COPY_BUFFER,
-};
+use crate::carrier::{peer_finished, read_some, write_some, CopyBuffer, SplicePipe, COPY_BUFFER};
 use crate::Inner;
 
 /// A read at least this large switches a splice-mode direction to splice;
@@ -105,8 +103,7 @@ pub(crate) struct Pump {
     splicing: bool,
     /// Small splices in a row (see [`SMALL_SPLICES`]).
     small_splices: u8,
-    /// Whether the source's end of file was read, or is known to be next
-    /// (bytes may still be in the pipe or the buffer).
+    /// Whether the source's end of file was read (bytes may still be in the pipe).
     src_eof: bool,
     /// Whether bytes moved since the relay's last idle check.
     touched: bool,
@@ -291,9 +288,6 @@ impl Pump {
                     }
                 }
             }
-            if self.src_eof {
-                return Step::End(OneWay::Eof);
-            }
             if self.splicing {
                 self.release(lane.inner);
                 return Step::Switch;
@@ -328,8 +322,8 @@ impl Pump {
                 Err(e) => classify_read_error(e),
             };
         }
-        // Asked before the read, which clears read readiness (see `peer_end`).
-        let end = peer_end(lane.src);
+        // Asked before the read, which clears read readiness (see `peer_finished`).
+        let last = peer_finished(lane.src);
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let n = match read_some(lane.src, &mut scratch) {
@@ -339,19 +333,11 @@ impl Pump {
             };
             self.splicing = self.may_splice && n >= SPLICE_FROM;
             self.small_splices = 0;
-            // A read that did not fill the buffer emptied the socket; with the
-            // FIN already queued behind it, the next read would only return 0,
-            // so it is not made: the end of file is passed on once these bytes
-            // are sent (one recv(2) fewer per short connection).
-            if end == PeerEnd::Fin && n < scratch.len() {
-                self.src_eof = true;
-            }
-            // When the source's end is already here, the relay passes it on
-            // right after this send: MSG_MORE lets the kernel put these bytes
-            // and the FIN in one segment (a request or response followed by a
-            // close, the usual end of a short connection), one segment and one
-            // wakeup of the peer fewer.
-            let last = end != PeerEnd::Open;
+            // When the source's end of file is already here (`last`), the relay
+            // passes it on right after this send: MSG_MORE lets the kernel put these
+            // bytes and the FIN in one segment (a request or response followed
+            // by a close, the usual end of a short connection), one segment
+            // and one wakeup of the peer fewer.
             let sent = match write_some(lane.dst, &scratch[..n], last) {
                 Ok(sent) => sent,
                 Err(e) if is_retry(&e) => 0,

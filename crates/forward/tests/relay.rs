@@ -218,9 +218,9 @@ async fn half_close(mode: Mode) {
 }
 
 /// A backend that answers, shuts down writing at once (its answer and FIN
-/// reach the relay together, so the relay ends that direction without reading
-/// the end of file) and still reads: the client gets the answer and end of
-/// file, and every byte it sends afterwards still reaches the backend.
+/// reach the relay together) and still reads, as an HTTP server's lingering
+/// close does: the client gets the answer and end of file, and every byte it
+/// sends afterwards still reaches the backend.
 #[tokio::test]
 async fn backend_answer_and_fin_together_leave_the_upload_flowing() {
     for mode in [Mode::Splice, Mode::Copy] {
@@ -260,6 +260,49 @@ async fn backend_answer_and_fin_together_leave_the_upload_flowing() {
             .expect("backend read to end within 5 s")
             .unwrap();
         assert!(got == upload, "{mode:?}: upload differs");
+    }
+}
+
+/// A backend that answers and then resets (closes with linger 0, its answer
+/// and RST back to back): the relay ends as a backend reset and the client
+/// sees a reset too, never an orderly end of file, in both modes.
+#[tokio::test]
+async fn backend_answer_then_reset_reaches_the_client_as_a_reset() {
+    for mode in [Mode::Splice, Mode::Copy] {
+        let forwarder = Forwarder::new();
+        let s = setup(
+            &forwarder,
+            mode,
+            Duration::from_secs(30),
+            |mut b| async move {
+                let mut one = [0u8; 1];
+                b.read_exact(&mut one).await.unwrap();
+                b.write_all(b"answer").await.unwrap();
+                socket2::SockRef::from(&b)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            },
+        )
+        .await;
+        let mut client = s.client;
+        client.write_all(b"x").await.unwrap();
+        let relayed = tokio::time::timeout(Duration::from_secs(5), s.relay)
+            .await
+            .expect("relay ends within 5 s")
+            .unwrap();
+        assert!(
+            matches!(relayed.ending, Ending::BackendReset(_)),
+            "{mode:?}: {:?}",
+            relayed.ending
+        );
+        // The answer may or may not arrive first (it can be dropped with the
+        // reset); what must not come is an orderly end of file.
+        let mut buf = Vec::new();
+        let err = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut buf))
+            .await
+            .expect("client sees the end within 5 s")
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{mode:?}");
     }
 }
 
