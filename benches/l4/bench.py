@@ -73,8 +73,10 @@ def core_times():
         for line in f:
             name, *fields = line.split()
             if name.startswith("cpu") and name[3:].isdigit():
-                ticks = [int(v) for v in fields]
-                idle = ticks[3] + ticks[4]  # idle + iowait
+                # user nice system idle iowait irq softirq steal; guest and
+                # guest_nice are already counted in user and nice.
+                ticks = [int(v) for v in fields[:8]]
+                idle = ticks[3] + ticks[4]
                 out[name[3:]] = (sum(ticks) - idle, sum(ticks))
     return out
 

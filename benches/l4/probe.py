@@ -84,6 +84,7 @@ def probe_splices(lab, targets, streams, rounds, out_dir):
             counts = os.path.join(out_dir, f"perf-{t}.csv")
             watcher = subprocess.Popen(["perf", "stat", "-e", events, "-x,", "-o", counts, "-p", str(pid)],
                                        stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # let perf attach before the load starts
             cpu0 = bench.cpu_seconds(pid)
             out = json.loads(bench.run_load(["iperf3", "-c", "127.0.0.1", "-p", str(bench.PORTS[t][0]),
                                              "-t", "4", "-P", str(streams), "-J"], 40))
