@@ -16,9 +16,7 @@ not their rates, with bench.py's.
 """
 
 import argparse
-import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -43,11 +41,11 @@ def probe_syscalls(lab, targets, out_dir):
         trace = os.path.join(out_dir, f"strace-{t}.txt")
         tracer = subprocess.Popen(["strace", "-f", "-c", "-p", str(pid), "-o", trace], stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        load = bench.run_load(["wrk", "-t1", "-c10", "-d2s", "-H", "Connection: close",
+        load = bench.run_load(["wrk", "-t1", "-c10", "-d2s", "--latency", "-H", "Connection: close",
                                f"http://127.0.0.1:{bench.PORTS[t][1]}/"], 30)
         tracer.send_signal(2)
         tracer.wait(timeout=30)
-        conns = int(re.search(r"(\d+) requests in", load).group(1))
+        conns = bench.parse_wrk(load)["requests"]
         calls = []
         with open(trace) as f:
             for line in f:
@@ -85,10 +83,7 @@ def probe_splices(lab, targets, streams, rounds, out_dir):
             watcher = subprocess.Popen(["perf", "stat", "-e", events, "-x,", "-o", counts, "-p", str(pid)],
                                        stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # let perf attach before the load starts
-            cpu0 = bench.cpu_seconds(pid)
-            out = json.loads(bench.run_load(["iperf3", "-c", "127.0.0.1", "-p", str(bench.PORTS[t][0]),
-                                             "-t", "4", "-P", str(streams), "-J"], 40))
-            cpu1 = bench.cpu_seconds(pid)
+            r = bench.bulk(lab, t, 4, streams)
             watcher.send_signal(2)
             watcher.wait(timeout=30)
             got = {}
@@ -97,11 +92,10 @@ def probe_splices(lab, targets, streams, rounds, out_dir):
                     fields = line.strip().split(",")
                     if len(fields) > 3 and fields[0].isdigit():
                         got[fields[2].split(":")[-1]] = int(fields[0])
-            end = out["end"]["sum_received"]
-            gb = end["bytes"] / 1e9
+            gb = r["bytes"] / 1e9
             splices = got.get("sys_enter_splice", 0)
-            print(f"{t}: {end['bits_per_second'] / 1e9:.2f} Gbit/s, CPU {(cpu1 - cpu0) * 1000 / gb:.0f} ms/GB, "
-                  f"{splices / gb:,.0f} splices per GB ({end['bytes'] / max(splices, 1) / 1000:.0f} KB each), "
+            print(f"{t}: {r['gbit_s']:.2f} Gbit/s, CPU {r['cpu_ms_per_gb']:.0f} ms/GB, "
+                  f"{splices / gb:,.0f} splices per GB ({r['bytes'] / max(splices, 1) / 1000:.0f} KB each), "
                   f"{got.get('sys_enter_epoll_wait', 0) / gb:,.0f} epoll_wait per GB", flush=True)
 
 
