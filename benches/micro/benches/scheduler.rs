@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tandem_core::{Backend, BackendAddress, BackendSet};
-use tandem_scheduler::{build, Algorithm, HashKey};
+use tandem_scheduler::{build, HashKey, SchedulerKind};
 
 fn backends(n: usize) -> BackendSet {
     BackendSet::new(
@@ -40,10 +40,10 @@ fn clients() -> Vec<SocketAddr> {
 
 fn pick(c: &mut Criterion) {
     let algorithms = [
-        ("round_robin", Algorithm::RoundRobin),
-        ("least_connections", Algorithm::LeastConnections),
-        ("source_hash", Algorithm::SourceHash(HashKey::SourceIp)),
-        ("random", Algorithm::Random),
+        ("round_robin", SchedulerKind::RoundRobin),
+        ("least_connections", SchedulerKind::LeastConnections),
+        ("source_hash", SchedulerKind::SourceHash),
+        ("random", SchedulerKind::Random),
     ];
     let clients = clients();
     for (name, algorithm) in algorithms {
@@ -56,7 +56,7 @@ fn pick(c: &mut Criterion) {
                 .filter(|(i, _)| i % 3 == 0)
                 .flat_map(|(i, b)| (0..1 + i % 5).map(|_| b.open_connection()))
                 .collect();
-            let scheduler = build(algorithm, &set);
+            let scheduler = build(algorithm, HashKey::SourceIp, &set);
             let mut next = 0;
             group.bench_function(BenchmarkId::from_parameter(n), |b| {
                 b.iter(|| {

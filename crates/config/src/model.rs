@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tandem_core::{BackendAddress, ListenAddress, Protocol};
+pub use tandem_core::{Forwarding, HashKey, OnAllDown, SchedulerKind};
 
 /// A whole, validated configuration file.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,38 +32,6 @@ pub struct Admin {
 pub struct Runtime {
     /// `None`: one worker thread per CPU.
     pub worker_threads: Option<NonZeroUsize>,
-}
-
-/// How the TCP byte pump moves data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forwarding {
-    /// splice(2) through pooled pipes (the default on Linux).
-    Splice,
-    /// read/write through a userspace buffer.
-    Copy,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SchedulerKind {
-    RoundRobin,
-    LeastConnections,
-    SourceHash,
-    Random,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HashKey {
-    SourceIp,
-    SourceIpPort,
-}
-
-/// What to do with a new connection when no backend is available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnAllDown {
-    /// Close it at once and count it (default).
-    Reject,
-    /// Try every backend anyway, down ones included.
-    TryAll,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +108,26 @@ pub struct Health {
     pub tls: Tls,
     /// Passive ejection after this many consecutive connect failures; `None` = off.
     pub eject_after: Option<NonZeroU32>,
+}
+
+impl Health {
+    /// Passive ejection, the one rule the listener (TCP and UDP) and the
+    /// health checker share: mark a backend down after `consecutive_failures`
+    /// failed connects in a row only when `eject_after` is set, the count has
+    /// reached it, **and** an active probe runs: with `type: none` nothing
+    /// would ever bring the backend back.
+    pub fn should_eject(&self, consecutive_failures: u32) -> bool {
+        self.kind != HealthKind::None
+            && self
+                .eject_after
+                .is_some_and(|limit| consecutive_failures >= limit.get())
+    }
+
+    /// Whether a backend new to the service starts up: always without a
+    /// probe, else as `initial` says.
+    pub fn starts_up(&self) -> bool {
+        self.kind == HealthKind::None || self.initial == InitialState::Up
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -321,6 +310,49 @@ pub fn split_command(text: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A validated tcp check, to vary field by field.
+    fn health(kind: HealthKind) -> Health {
+        let yaml = "services:\n  - name: s\n    listen: 127.0.0.1:1\n    backends: [{ address: 127.0.0.1:2 }]\n    health: { type: tcp }\n";
+        let mut h = crate::parse(yaml, "test").unwrap().services[0]
+            .health
+            .clone();
+        h.kind = kind;
+        h
+    }
+
+    #[test]
+    fn ejects_only_with_eject_after_and_an_active_probe() {
+        let cases = [
+            (HealthKind::Tcp, Some(3), 2, false),
+            (HealthKind::Tcp, Some(3), 3, true),
+            (HealthKind::Https, Some(3), 4, true),
+            (HealthKind::Udp, Some(1), 1, true),
+            (HealthKind::Tcp, None, 100, false),
+            (HealthKind::None, Some(3), 100, false),
+            (HealthKind::Http, Some(1), 0, false),
+        ];
+        for (kind, eject_after, failures, want) in cases {
+            let mut h = health(kind);
+            h.eject_after = eject_after.and_then(NonZeroU32::new);
+            assert_eq!(
+                h.should_eject(failures),
+                want,
+                "{kind:?} eject_after={eject_after:?} failures={failures}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_probed_backends_may_start_down() {
+        let mut h = health(HealthKind::Tcp);
+        assert!(!h.starts_up(), "a probed backend waits for its first rise");
+        h.initial = InitialState::Up;
+        assert!(h.starts_up());
+        let mut none = health(HealthKind::None);
+        none.initial = InitialState::Down;
+        assert!(none.starts_up(), "nothing would ever bring it up");
+    }
 
     fn split(s: &str) -> Vec<String> {
         split_command(s).unwrap()

@@ -2,11 +2,11 @@
 //!
 //! [`Forwarder::relay`] moves bytes both ways between an accepted client and a
 //! connected backend until both sides have closed. On Linux the default
-//! [`Mode::Splice`] moves bulk transfers socket → pipe → socket with
+//! [`Forwarding::Splice`] moves bulk transfers socket → pipe → socket with
 //! non-blocking splice(2) driven by tokio readiness, so their payload never
 //! enters userspace, and copies small messages (one recv(2) and one send(2)
 //! beat two splice calls and the one that finds the socket empty); each
-//! direction switches on the size of its reads. [`Mode::Copy`] always copies.
+//! direction switches on the size of its reads. [`Forwarding::Copy`] always copies.
 //! Both modes run the same pump code and pass the same tests.
 //!
 //! A relayed connection is one small state machine, [`Relay`] (two pump
@@ -45,6 +45,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use socket2::{SockRef, TcpKeepalive};
 use tandem_core::Backend;
+pub use tandem_core::Forwarding;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -53,18 +54,9 @@ use carrier::Pool;
 pub(crate) use carrier::{CopyBuffer, SplicePipe};
 use pump::{Lane, OneWay, Pump, Side};
 
-/// How bytes are moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// splice(2) for bulk transfers, a copy for small messages.
-    Splice,
-    /// Always through userspace.
-    Copy,
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct RelayOptions {
-    pub mode: Mode,
+    pub mode: Forwarding,
     pub idle_timeout: Duration,
     /// Switch TCP keepalive ([`keepalive_params`]) on for the backend leg
     /// once the connection has lasted [`KEEPALIVE_AFTER`].
@@ -202,7 +194,7 @@ impl Forwarder {
         stats: &'a Backend,
         cut: &'a CancellationToken,
     ) -> Relay<'a> {
-        let may_splice = options.mode == Mode::Splice;
+        let may_splice = options.mode == Forwarding::Splice;
         let period = idle_check_period(options.idle_timeout);
         // The keepalive timer comes first when it is due before the first
         // idle check; otherwise keepalive is switched on at once.
@@ -428,7 +420,7 @@ mod tests {
         let stats = Backend::new(BackendAddress(addr), None, NonZeroU32::MIN, false, true);
         let cut = CancellationToken::new();
         let options = RelayOptions {
-            mode: Mode::Splice,
+            mode: Forwarding::Splice,
             idle_timeout: Duration::from_secs(60),
             backend_keepalive: true,
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tandem_core::{Backend, BackendAddress};
-use tandem_forward::{Ending, Forwarder, Mode, RelayOptions, Relayed};
+use tandem_forward::{Ending, Forwarder, Forwarding, RelayOptions, Relayed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,12 @@ struct Setup {
     upstream: socket2::Socket,
 }
 
-async fn setup<F, Fut>(forwarder: &Forwarder, mode: Mode, idle: Duration, backend_fn: F) -> Setup
+async fn setup<F, Fut>(
+    forwarder: &Forwarder,
+    mode: Forwarding,
+    idle: Duration,
+    backend_fn: F,
+) -> Setup
 where
     F: FnOnce(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -83,7 +88,7 @@ fn data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }
 
-async fn round_trip(mode: Mode) {
+async fn round_trip(mode: Forwarding) {
     let forwarder = Forwarder::new();
     let payload = data(8 * 1024 * 1024 + 3);
     let s = setup(&forwarder, mode, Duration::from_secs(30), echo).await;
@@ -108,7 +113,7 @@ async fn round_trip(mode: Mode) {
     assert_eq!(s.stats.bytes_from_client(), payload.len() as u64);
     assert_eq!(s.stats.bytes_to_client(), payload.len() as u64);
     match mode {
-        Mode::Splice => {
+        Forwarding::Splice => {
             // Bulk goes by splice; the first read of each burst is a copy.
             let moved = forwarder.spliced_bytes() + forwarder.copied_bytes();
             assert_eq!(moved, 2 * payload.len() as u64);
@@ -120,7 +125,7 @@ async fn round_trip(mode: Mode) {
             );
             assert!(forwarder.idle_pipes() >= 1, "pipes go back to the pool");
         }
-        Mode::Copy => {
+        Forwarding::Copy => {
             assert_eq!(forwarder.copied_bytes(), 2 * payload.len() as u64);
             assert_eq!(forwarder.spliced_bytes(), 0);
         }
@@ -129,18 +134,24 @@ async fn round_trip(mode: Mode) {
 
 #[tokio::test]
 async fn splice_moves_every_byte_both_ways() {
-    round_trip(Mode::Splice).await;
+    round_trip(Forwarding::Splice).await;
 }
 
 #[tokio::test]
 async fn copy_moves_every_byte_both_ways() {
-    round_trip(Mode::Copy).await;
+    round_trip(Forwarding::Copy).await;
 }
 
 #[tokio::test]
 async fn small_messages_are_copied_even_in_splice_mode() {
     let forwarder = Forwarder::new();
-    let s = setup(&forwarder, Mode::Splice, Duration::from_secs(30), echo).await;
+    let s = setup(
+        &forwarder,
+        Forwarding::Splice,
+        Duration::from_secs(30),
+        echo,
+    )
+    .await;
     let mut client = s.client;
     for i in 0..50u32 {
         let msg = format!("request {i}\r\n");
@@ -162,7 +173,13 @@ async fn small_messages_are_copied_even_in_splice_mode() {
 #[tokio::test]
 async fn a_direction_that_splices_goes_back_to_copying_small_messages() {
     let forwarder = Forwarder::new();
-    let s = setup(&forwarder, Mode::Splice, Duration::from_secs(30), echo).await;
+    let s = setup(
+        &forwarder,
+        Forwarding::Splice,
+        Duration::from_secs(30),
+        echo,
+    )
+    .await;
     let mut client = s.client;
     let bulk = data(4 * 1024 * 1024);
     let mut back = vec![0u8; bulk.len()];
@@ -191,7 +208,7 @@ async fn a_direction_that_splices_goes_back_to_copying_small_messages() {
     s.relay.await.unwrap();
 }
 
-async fn half_close(mode: Mode) {
+async fn half_close(mode: Forwarding) {
     let forwarder = Forwarder::new();
     let s = setup(
         &forwarder,
@@ -223,7 +240,7 @@ async fn half_close(mode: Mode) {
 /// sends afterwards still reaches the backend.
 #[tokio::test]
 async fn backend_answer_and_fin_together_leave_the_upload_flowing() {
-    for mode in [Mode::Splice, Mode::Copy] {
+    for mode in [Forwarding::Splice, Forwarding::Copy] {
         let forwarder = Forwarder::new();
         let (got_tx, got_rx) = tokio::sync::oneshot::channel();
         let s = setup(
@@ -265,17 +282,17 @@ async fn backend_answer_and_fin_together_leave_the_upload_flowing() {
 
 #[tokio::test]
 async fn half_close_passes_eof_and_keeps_reply_splice() {
-    half_close(Mode::Splice).await;
+    half_close(Forwarding::Splice).await;
 }
 
 #[tokio::test]
 async fn half_close_passes_eof_and_keeps_reply_copy() {
-    half_close(Mode::Copy).await;
+    half_close(Forwarding::Copy).await;
 }
 
 #[tokio::test]
 async fn idle_connection_is_closed_after_idle_timeout() {
-    for mode in [Mode::Splice, Mode::Copy] {
+    for mode in [Forwarding::Splice, Forwarding::Copy] {
         let forwarder = Forwarder::new();
         let s = setup(&forwarder, mode, Duration::from_millis(200), echo).await;
         let started = tokio::time::Instant::now();
@@ -292,7 +309,13 @@ async fn idle_connection_is_closed_after_idle_timeout() {
 #[tokio::test]
 async fn cut_ends_the_relay_at_once() {
     let forwarder = Forwarder::new();
-    let s = setup(&forwarder, Mode::Splice, Duration::from_secs(30), echo).await;
+    let s = setup(
+        &forwarder,
+        Forwarding::Splice,
+        Duration::from_secs(30),
+        echo,
+    )
+    .await;
     s.cut.cancel();
     let relayed = tokio::time::timeout(Duration::from_secs(2), s.relay)
         .await
@@ -309,7 +332,7 @@ async fn cut_ends_the_relay_at_once() {
 #[tokio::test]
 async fn backend_reset_becomes_client_reset() {
     for answer in [&b""[..], b"answer"] {
-        for mode in [Mode::Splice, Mode::Copy] {
+        for mode in [Forwarding::Splice, Forwarding::Copy] {
             let forwarder = Forwarder::new();
             let s = setup(
                 &forwarder,
@@ -349,7 +372,13 @@ async fn backend_reset_becomes_client_reset() {
 #[tokio::test]
 async fn backend_keepalive_is_switched_on_once_the_connection_lasts() {
     let forwarder = Forwarder::new();
-    let mut s = setup(&forwarder, Mode::Splice, Duration::from_secs(30), echo).await;
+    let mut s = setup(
+        &forwarder,
+        Forwarding::Splice,
+        Duration::from_secs(30),
+        echo,
+    )
+    .await;
     s.client.write_all(b"ping").await.unwrap();
     let mut got = [0u8; 4];
     s.client.read_exact(&mut got).await.unwrap();
@@ -391,7 +420,7 @@ async fn backend_keepalive_is_switched_on_once_the_connection_lasts() {
 async fn backend_keepalive_is_on_at_once_when_idle_checks_come_sooner() {
     let forwarder = Forwarder::new();
     // idle_timeout 2 s: idle checks every 0.5 s, before the keepalive timer.
-    let s = setup(&forwarder, Mode::Copy, Duration::from_secs(2), echo).await;
+    let s = setup(&forwarder, Forwarding::Copy, Duration::from_secs(2), echo).await;
     let mut on = false;
     for _ in 0..20 {
         if s.upstream.keepalive().unwrap() {
@@ -410,7 +439,7 @@ async fn backend_keepalive_is_on_at_once_when_idle_checks_come_sooner() {
 /// with MSG_MORE so that they leave with the FIN).
 #[tokio::test]
 async fn last_bytes_then_close_arrive_whole_then_eof() {
-    for mode in [Mode::Splice, Mode::Copy] {
+    for mode in [Forwarding::Splice, Forwarding::Copy] {
         for size in [1usize, 145, 16 * 1024 - 1, 16 * 1024, 100 * 1024] {
             let forwarder = Forwarder::new();
             let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();

@@ -14,8 +14,7 @@
 //! until cancelled), [`Handle`] (reload with [`Handle::update`], [`Handle::subscribe`]
 //! to [`Transition`]s, [`Handle::last_results`] as [`ProbeReport`]s, a
 //! [`ProbeObserver`] hook for metrics), [`Prober`] (one probe, no state),
-//! [`Machine`] (rise/fall, no I/O, no clock), [`should_eject`] (the
-//! listener's passive-ejection rule) and [`HealthError`] (a TLS file that
+//! [`Machine`] (rise/fall, no I/O, no clock) and [`HealthError`] (a TLS file that
 //! cannot be used, returned by `new`/`update`, never a panic).
 //!
 //! Invariants:
@@ -47,7 +46,6 @@ mod probe;
 mod tls;
 
 pub use checker::{Checker, Handle, ProbeObserver, ProbeReport, Transition};
-pub use eject::should_eject;
 pub use error::HealthError;
 pub use machine::{Machine, Thresholds};
 pub use probe::{Outcome, Prober};

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use tandem_config::{HealthKind, InitialState};
 use tandem_core::{Backend, BackendState};
-use tandem_health::{should_eject, Checker, ProbeReport};
+use tandem_health::{Checker, ProbeReport};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
@@ -80,10 +80,7 @@ async fn subscription_receives_exactly_one_transition_per_change() {
 
 /// What the listener does on a failed connect.
 fn listener_connect_failed(b: &Backend, h: &tandem_config::Health) {
-    if should_eject(
-        b.record_connect_failure(tandem_core::ConnectFailure::Refused),
-        h,
-    ) {
+    if h.should_eject(b.record_connect_failure(tandem_core::ConnectFailure::Refused)) {
         b.set_up(false);
     }
 }

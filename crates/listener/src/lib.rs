@@ -21,7 +21,7 @@ mod udp;
 
 pub use bind::{bind_tcp, bind_udp, BindError};
 pub use holder::PortHolder;
-pub use metrics::{ListenerMetrics, Services};
-pub use service::{ServiceCounters, ServiceState, Snapshot};
+pub use metrics::ListenerMetrics;
+pub use service::{ServiceCounters, ServiceState, Services, Snapshot, UdpCounters};
 pub use tcp::{drain_then_cut, TcpAcceptor};
-pub use udp::{UdpAcceptor, UdpCounters};
+pub use udp::UdpAcceptor;

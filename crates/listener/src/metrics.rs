@@ -6,43 +6,18 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
-use prometheus::{HistogramOpts, HistogramVec, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, Registry};
 use tandem_core::{Backend, ConnectFailure, Protocol};
 use tandem_forward::Forwarder;
 
-use crate::service::ServiceState;
-
-/// The services the process runs now; replaced whole on reload.
-#[derive(Debug, Default)]
-pub struct Services {
-    list: ArcSwap<Vec<Arc<ServiceState>>>,
-}
-
-impl Services {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Services::default())
-    }
-
-    pub fn load(&self) -> Arc<Vec<Arc<ServiceState>>> {
-        self.list.load_full()
-    }
-
-    pub fn store(&self, services: Vec<Arc<ServiceState>>) {
-        self.list.store(Arc::new(services));
-    }
-
-    pub fn find(&self, name: &str) -> Option<Arc<ServiceState>> {
-        self.list.load().iter().find(|s| s.name == name).cloned()
-    }
-}
+use crate::service::Services;
 
 /// Handles the listener keeps for its metrics.
 #[derive(Debug, Clone)]
 pub struct ListenerMetrics {
-    pub(crate) durations: HistogramVec,
+    durations: HistogramVec,
 }
 
 impl ListenerMetrics {
@@ -66,6 +41,11 @@ impl ListenerMetrics {
         registry.register(Box::new(durations.clone()))?;
         registry.register(Box::new(BackendCollector::new(services, forwarder)?))?;
         Ok(ListenerMetrics { durations })
+    }
+
+    /// The connection-duration histogram of one service, for [`crate::ServiceState::new`].
+    pub fn duration_of(&self, service: &str) -> Histogram {
+        self.durations.with_label_values(&[service])
     }
 
     /// Metrics that go nowhere, for tests and tools that do not scrape.

@@ -1,17 +1,19 @@
-//! A service's shared state: the snapshot the accept path loads once per
-//! connection, and the service-wide counters.
+//! The one home of service state: the snapshot the accept path loads once per
+//! connection, the service-wide counters (TCP and UDP), and [`Services`], the
+//! list the process runs now, which the metrics collector and the admin
+//! endpoint read.
+//!
+//! Nothing here imports the accept loops or the metrics: they import this.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use prometheus::Histogram;
-use tandem_config::{HashKey, HealthKind, InitialState, SchedulerKind, Service};
-use tandem_core::{Backend, BackendSet};
-use tandem_scheduler::{Algorithm, OnAllDown, Scheduler};
-
-use crate::metrics::ListenerMetrics;
-use crate::udp::UdpCounters;
+use tandem_config::Service;
+use tandem_core::{Backend, BackendSet, ConnectFailure};
+use tandem_scheduler::Scheduler;
+use tracing::debug;
 
 /// One consistent view of a service: its config, its backends and the scheduler
 /// built for exactly those backends. Replaced whole, never mutated.
@@ -26,10 +28,7 @@ impl Snapshot {
     /// Builds a snapshot; backends also in `previous` (same address) are reused
     /// with their health state and counters, and take the new weight.
     pub fn build(config: Service, previous: Option<&Snapshot>) -> Self {
-        let initially_up = match config.health.kind {
-            HealthKind::None => true,
-            _ => config.health.initial == InitialState::Up,
-        };
+        let initially_up = config.health.starts_up();
         let backends = BackendSet::new(
             config
                 .backends
@@ -55,8 +54,7 @@ impl Snapshot {
                 )
                 .collect(),
         );
-        let scheduler =
-            tandem_scheduler::build(algorithm(config.scheduler, config.hash_key), &backends);
+        let scheduler = tandem_scheduler::build(config.scheduler, config.hash_key, &backends);
         Snapshot {
             config,
             backends,
@@ -64,24 +62,20 @@ impl Snapshot {
         }
     }
 
-    pub fn on_all_down(&self) -> OnAllDown {
-        match self.config.on_all_down {
-            tandem_config::OnAllDown::Reject => OnAllDown::Reject,
-            tandem_config::OnAllDown::TryAll => OnAllDown::TryAll,
+    /// Records a failed connect (TCP) or refusal (UDP) to `backend` and
+    /// applies passive ejection: `eject_after` failures in a row mark it down
+    /// until the active health check brings it back.
+    pub fn record_connect_failure(&self, backend: &Backend, kind: ConnectFailure) {
+        let in_a_row = backend.record_connect_failure(kind);
+        // The health checker logs the transition (one line, with the reason)
+        // when it notices at its next probe; here it is only a debug line.
+        if self.config.health.should_eject(in_a_row) && backend.set_up(false) {
+            debug!(
+                backend = %backend.label(),
+                failures = in_a_row,
+                "backend ejected after consecutive connect failures; health checks will bring it back"
+            );
         }
-    }
-}
-
-/// Maps the configured scheduler to the scheduler crate's algorithm.
-fn algorithm(kind: SchedulerKind, key: HashKey) -> Algorithm {
-    match kind {
-        SchedulerKind::RoundRobin => Algorithm::RoundRobin,
-        SchedulerKind::LeastConnections => Algorithm::LeastConnections,
-        SchedulerKind::SourceHash => Algorithm::SourceHash(match key {
-            HashKey::SourceIp => tandem_scheduler::HashKey::SourceIp,
-            HashKey::SourceIpPort => tandem_scheduler::HashKey::SourceIpPort,
-        }),
-        SchedulerKind::Random => Algorithm::Random,
     }
 }
 
@@ -106,6 +100,33 @@ impl ServiceCounters {
     }
 }
 
+/// Per-service UDP counters, read by the metrics collector.
+#[derive(Debug, Default)]
+pub struct UdpCounters {
+    pub sessions_active: AtomicU64,
+    pub sessions_total: AtomicU64,
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub dropped_max_sessions: AtomicU64,
+    pub dropped_no_backend: AtomicU64,
+    pub dropped_busy: AtomicU64,
+    pub dropped_refused: AtomicU64,
+}
+
+impl UdpCounters {
+    /// Drop counters by reason, as exported.
+    pub fn drops(&self) -> [(&'static str, u64); 4] {
+        [
+            ("max_sessions", self.dropped_max_sessions.load(Relaxed)),
+            ("no_backend", self.dropped_no_backend.load(Relaxed)),
+            ("busy", self.dropped_busy.load(Relaxed)),
+            ("backend_refused", self.dropped_refused.load(Relaxed)),
+        ]
+    }
+}
+
 /// A service as the running process holds it. Reload keeps this (and so its
 /// counters) for a service whose name stays, and swaps in a new snapshot.
 #[derive(Debug)]
@@ -117,10 +138,12 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
-    pub fn new(config: Service, metrics: &ListenerMetrics) -> Arc<Self> {
+    /// `duration` is the service's connection-duration histogram
+    /// ([`crate::ListenerMetrics::duration_of`]).
+    pub fn new(config: Service, duration: Histogram) -> Arc<Self> {
         Arc::new(ServiceState {
             name: config.name.clone(),
-            duration: metrics.durations.with_label_values(&[config.name.as_str()]),
+            duration,
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, None)),
             counters: ServiceCounters::default(),
         })
@@ -132,5 +155,29 @@ impl ServiceState {
         let previous = self.snapshot.load();
         let next = Snapshot::build(config, Some(&previous));
         self.snapshot.store(Arc::new(next));
+    }
+}
+
+/// The services the process runs now; replaced whole when a reload commits.
+#[derive(Debug, Default)]
+pub struct Services {
+    list: ArcSwap<Vec<Arc<ServiceState>>>,
+}
+
+impl Services {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Services::default())
+    }
+
+    pub fn load(&self) -> Arc<Vec<Arc<ServiceState>>> {
+        self.list.load_full()
+    }
+
+    pub fn store(&self, services: Vec<Arc<ServiceState>>) {
+        self.list.store(Arc::new(services));
+    }
+
+    pub fn find(&self, name: &str) -> Option<Arc<ServiceState>> {
+        self.list.load().iter().find(|s| s.name == name).cloned()
     }
 }

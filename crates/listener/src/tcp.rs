@@ -7,9 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_config::{Forwarding, HealthKind};
 use tandem_core::{ActiveConnection, Backend, ConnectFailure};
-use tandem_forward::{Ending, Forwarder, Mode, RelayOptions, Relayed};
+use tandem_forward::{Ending, Forwarder, RelayOptions, Relayed};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -209,10 +208,7 @@ impl Connection {
     fn relay_options(&self) -> RelayOptions {
         let config = &self.snapshot.config;
         RelayOptions {
-            mode: match config.forwarding {
-                Forwarding::Splice => Mode::Splice,
-                Forwarding::Copy => Mode::Copy,
-            },
+            mode: config.forwarding,
             idle_timeout: config.idle_timeout,
             backend_keepalive: config.tcp_keepalive,
         }
@@ -351,7 +347,7 @@ async fn connect_any(
     while tried.len() < attempts {
         let Some(index) = tandem_scheduler::pick(
             &*snapshot.scheduler,
-            snapshot.on_all_down(),
+            snapshot.config.on_all_down,
             &snapshot.backends,
             peer,
             tried.as_slice(),
@@ -381,9 +377,8 @@ async fn connect_any(
                     io::ErrorKind::TimedOut => ConnectFailure::Timeout,
                     _ => ConnectFailure::Other,
                 };
-                let in_a_row = backend.record_connect_failure(kind);
                 warn!(service, client = %peer, backend = %backend.label(), attempt = tried.len(), error = %e, "backend connect failed");
-                eject_if_failing(snapshot, backend, in_a_row);
+                snapshot.record_connect_failure(backend, kind);
             }
         }
     }
@@ -394,25 +389,6 @@ async fn connect_any(
         "connect retries exhausted, connection closed"
     );
     None
-}
-
-/// Passive ejection: `eject_after` consecutive connect failures on real
-/// traffic mark the backend down; the active health check brings it back
-/// (validation only allows `eject_after` with an active check).
-pub(crate) fn eject_if_failing(snapshot: &Snapshot, backend: &Backend, in_a_row: u32) {
-    let health = &snapshot.config.health;
-    let Some(limit) = health.eject_after else {
-        return;
-    };
-    // The health checker logs the transition (one line, with this reason) when
-    // it notices at its next probe; here it is only a debug line.
-    if health.kind != HealthKind::None && in_a_row >= limit.get() && backend.set_up(false) {
-        debug!(
-            backend = %backend.label(),
-            failures = in_a_row,
-            "backend ejected after consecutive connect failures; health checks will bring it back"
-        );
-    }
 }
 
 /// Connects the backend leg with TCP_NODELAY, set once before the handshake.
@@ -482,7 +458,7 @@ mod tests {
             .unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let acceptor = TcpAcceptor {
-            service: ServiceState::new(config.services[0].clone(), &metrics),
+            service: ServiceState::new(config.services[0].clone(), metrics.duration_of("s")),
             listener,
             forwarder,
             tracker: TaskTracker::new(),

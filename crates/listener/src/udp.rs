@@ -33,7 +33,6 @@ use tracing::{debug, info, warn};
 
 use crate::recvmmsg::{send_batch, RecvBatch, SEND_BATCH};
 use crate::service::{ServiceState, Snapshot};
-use crate::tcp::eject_if_failing;
 
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
@@ -41,33 +40,6 @@ const MAX_DATAGRAM: usize = 65_535;
 const BATCH: usize = 32;
 /// How often the receive loop forgets sessions that have ended.
 const SWEEP: Duration = Duration::from_secs(1);
-
-/// Per-service UDP counters, read by the metrics collector.
-#[derive(Debug, Default)]
-pub struct UdpCounters {
-    pub sessions_active: AtomicU64,
-    pub sessions_total: AtomicU64,
-    pub datagrams_in: AtomicU64,
-    pub datagrams_out: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub dropped_max_sessions: AtomicU64,
-    pub dropped_no_backend: AtomicU64,
-    pub dropped_busy: AtomicU64,
-    pub dropped_refused: AtomicU64,
-}
-
-impl UdpCounters {
-    /// Drop counters by reason, as exported.
-    pub fn drops(&self) -> [(&'static str, u64); 4] {
-        [
-            ("max_sessions", self.dropped_max_sessions.load(Relaxed)),
-            ("no_backend", self.dropped_no_backend.load(Relaxed)),
-            ("busy", self.dropped_busy.load(Relaxed)),
-            ("backend_refused", self.dropped_refused.load(Relaxed)),
-        ]
-    }
-}
 
 /// Receives datagrams for one UDP service until told to stop.
 #[derive(Debug)]
@@ -227,7 +199,7 @@ impl UdpAcceptor {
     ) -> io::Result<Option<Session>> {
         let Some(index) = tandem_scheduler::pick(
             &*snapshot.scheduler,
-            snapshot.on_all_down(),
+            snapshot.config.on_all_down,
             &snapshot.backends,
             client,
             &[],
@@ -348,9 +320,8 @@ impl ReplyTask {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                             counters.dropped_refused.fetch_add(1, Relaxed);
-                            let in_a_row = self.backend.record_connect_failure(ConnectFailure::Refused);
                             warn!(service = %self.service.name, backend = %self.backend.label(), "udp backend refused (ICMP port unreachable)");
-                            eject_if_failing(&self.snapshot, &self.backend, in_a_row);
+                            self.snapshot.record_connect_failure(&self.backend, ConnectFailure::Refused);
                             break SessionEnd::Refused;
                         }
                         Err(_) => break SessionEnd::Error,

@@ -31,40 +31,12 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 
 use tandem_core::{Backend, BackendSet};
+pub use tandem_core::{HashKey, OnAllDown, SchedulerKind};
 
 pub use least_connections::LeastConnections;
 pub use maglev::Maglev;
 pub use random::PowerOfTwo;
 pub use round_robin::RoundRobin;
-
-/// The algorithms a service can choose (`scheduler:` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    RoundRobin,
-    LeastConnections,
-    /// Maglev consistent hashing of the client address.
-    SourceHash(HashKey),
-    /// Power of two random choices.
-    Random,
-}
-
-/// What `source_hash` hashes (`hash_key:` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HashKey {
-    /// The client IP: every connection of one client goes to the same backend.
-    #[default]
-    SourceIp,
-    /// The client IP and port: spreads one client's connections, keeps each
-    /// (re)connection from the same port on the same backend.
-    SourceIpPort,
-}
-
-/// What to do with a connection when no backend is available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnAllDown {
-    Reject,
-    TryAll,
-}
 
 /// Picks a backend for a new connection.
 pub trait Scheduler: Send + Sync + Debug {
@@ -72,13 +44,14 @@ pub trait Scheduler: Send + Sync + Debug {
     fn pick(&self, backends: &BackendSet, client: SocketAddr, tried: &[usize]) -> Option<usize>;
 }
 
-/// Builds the scheduler of `algorithm` for this set of backends.
-pub fn build(algorithm: Algorithm, backends: &BackendSet) -> Box<dyn Scheduler> {
-    match algorithm {
-        Algorithm::RoundRobin => Box::new(RoundRobin::new(backends)),
-        Algorithm::LeastConnections => Box::new(LeastConnections::new(backends)),
-        Algorithm::SourceHash(key) => Box::new(Maglev::new(backends, key)),
-        Algorithm::Random => Box::new(PowerOfTwo::new(backends)),
+/// Builds the scheduler of `kind` for this set of backends; `key` is what
+/// `source_hash` hashes (the others ignore it).
+pub fn build(kind: SchedulerKind, key: HashKey, backends: &BackendSet) -> Box<dyn Scheduler> {
+    match kind {
+        SchedulerKind::RoundRobin => Box::new(RoundRobin::new(backends)),
+        SchedulerKind::LeastConnections => Box::new(LeastConnections::new(backends)),
+        SchedulerKind::SourceHash => Box::new(Maglev::new(backends, key)),
+        SchedulerKind::Random => Box::new(PowerOfTwo::new(backends)),
     }
 }
 
@@ -230,13 +203,55 @@ mod tests {
     use super::testing::*;
     use super::*;
 
-    const ALL: [Algorithm; 5] = [
-        Algorithm::RoundRobin,
-        Algorithm::LeastConnections,
-        Algorithm::SourceHash(HashKey::SourceIp),
-        Algorithm::SourceHash(HashKey::SourceIpPort),
-        Algorithm::Random,
+    use proptest::prelude::*;
+
+    const ALL: [(SchedulerKind, HashKey); 5] = [
+        (SchedulerKind::RoundRobin, HashKey::SourceIp),
+        (SchedulerKind::LeastConnections, HashKey::SourceIp),
+        (SchedulerKind::SourceHash, HashKey::SourceIp),
+        (SchedulerKind::SourceHash, HashKey::SourceIpPort),
+        (SchedulerKind::Random, HashKey::SourceIp),
     ];
+
+    fn build(algorithm: (SchedulerKind, HashKey), set: &BackendSet) -> Box<dyn Scheduler> {
+        super::build(algorithm.0, algorithm.1, set)
+    }
+
+    proptest! {
+        /// The rules of [`Candidates`], for every algorithm: whatever is down,
+        /// draining, backup, held open or already tried, a pick is available,
+        /// untried, and a backup only when no primary can be picked.
+        #[test]
+        fn never_picks_unavailable_tried_or_needless_backups(
+            algorithm in prop::sample::select(ALL.to_vec()),
+            weights in prop::collection::vec(1u32..=5, 1..8),
+            down in prop::collection::vec(any::<bool>(), 8),
+            draining in prop::collection::vec(any::<bool>(), 8),
+            backup in prop::collection::vec(any::<bool>(), 8),
+            held in prop::collection::vec(0usize..4, 8),
+            tried in prop::collection::vec(0usize..8, 0..3),
+            seed in any::<u64>(),
+        ) {
+            let set = set(&weights);
+            for (i, b) in set.iter().enumerate() {
+                b.set_backup(backup[i]);
+            }
+            // Built before the states change, as a snapshot is: health and
+            // drains move under a running scheduler.
+            let s = build(algorithm, &set);
+            let mut guards = Vec::new();
+            for (i, b) in set.iter().enumerate() {
+                b.set_up(!down[i]);
+                b.set_draining(draining[i]);
+                guards.extend((0..held[i]).map(|_| b.open_connection()));
+            }
+            for c in clients(50, seed) {
+                let picked = s.pick(&set, c, &tried);
+                let verdict = check_pick(&set, &tried, picked);
+                prop_assert!(verdict.is_ok(), "{:?}: {:?}", algorithm, verdict);
+            }
+        }
+    }
 
     #[test]
     fn backups_only_when_no_primary_is_available() {

@@ -490,30 +490,5 @@ mod tests {
                 prop_assert!((share - expected).abs() <= 0.02, "weights {:?}: clients {} expected {}", weights, share, expected);
             }
         }
-
-        #[test]
-        fn never_picks_unavailable_tried_or_needless_backups(
-            weights in prop::collection::vec(1u32..=5, 1..8),
-            down in prop::collection::vec(any::<bool>(), 8),
-            draining in prop::collection::vec(any::<bool>(), 8),
-            backup in prop::collection::vec(any::<bool>(), 8),
-            tried in prop::collection::vec(0usize..8, 0..3),
-            key_port in any::<bool>(),
-        ) {
-            let set = set(&weights);
-            for (i, b) in set.iter().enumerate() {
-                b.set_backup(backup[i]);
-            }
-            let key = if key_port { HashKey::SourceIpPort } else { HashKey::SourceIp };
-            let m = Maglev::new(&set, key);
-            for (i, b) in set.iter().enumerate() {
-                b.set_up(!down[i]);
-                b.set_draining(draining[i]);
-            }
-            for c in clients(200, 5) {
-                let picked = m.pick(&set, c, &tried);
-                prop_assert!(check_pick(&set, &tried, picked).is_ok(), "{:?}", check_pick(&set, &tried, picked));
-            }
-        }
     }
 }

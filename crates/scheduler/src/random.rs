@@ -310,31 +310,5 @@ mod tests {
                 prop_assert!((share - expected).abs() <= 0.01, "weights {:?}: {} expected {}", weights, share, expected);
             }
         }
-
-        #[test]
-        fn never_picks_unavailable_tried_or_needless_backups(
-            weights in prop::collection::vec(1u32..=5, 1..8),
-            down in prop::collection::vec(any::<bool>(), 8),
-            draining in prop::collection::vec(any::<bool>(), 8),
-            backup in prop::collection::vec(any::<bool>(), 8),
-            held in prop::collection::vec(0usize..4, 8),
-            tried in prop::collection::vec(0usize..8, 0..3),
-        ) {
-            let set = set(&weights);
-            for (i, b) in set.iter().enumerate() {
-                b.set_backup(backup[i]);
-            }
-            let p2 = PowerOfTwo::new(&set);
-            let mut guards = Vec::new();
-            for (i, b) in set.iter().enumerate() {
-                b.set_up(!down[i]);
-                b.set_draining(draining[i]);
-                guards.extend((0..held[i]).map(|_| b.open_connection()));
-            }
-            for _ in 0..50 {
-                let picked = p2.pick(&set, client(), &tried);
-                prop_assert!(check_pick(&set, &tried, picked).is_ok(), "{:?}", check_pick(&set, &tried, picked));
-            }
-        }
     }
 }

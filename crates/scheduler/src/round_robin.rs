@@ -240,26 +240,5 @@ mod tests {
                 prop_assert_eq!(counts[i], expected, "total {}", total);
             }
         }
-
-        #[test]
-        fn never_picks_unavailable_tried_or_needless_backups(
-            weights in prop::collection::vec(1u32..=5, 1..8),
-            down in prop::collection::vec(any::<bool>(), 8),
-            draining in prop::collection::vec(any::<bool>(), 8),
-            backup in prop::collection::vec(any::<bool>(), 8),
-            tried in prop::collection::vec(0usize..8, 0..3),
-        ) {
-            let set = set(&weights);
-            for (i, b) in set.iter().enumerate() {
-                b.set_up(!down[i]);
-                b.set_draining(draining[i]);
-                b.set_backup(backup[i]);
-            }
-            let rr = RoundRobin::new(&set);
-            for _ in 0..50 {
-                let picked = rr.pick(&set, client(), &tried);
-                prop_assert!(check_pick(&set, &tried, picked).is_ok(), "{:?}", check_pick(&set, &tried, picked));
-            }
-        }
     }
 }

@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use tandem_core::{Backend, BackendAddress, BackendSet};
-use tandem_scheduler::{build, pick, Algorithm, HashKey, OnAllDown};
+use tandem_scheduler::{build, pick, HashKey, OnAllDown, SchedulerKind};
 
 struct Counting;
 
@@ -67,11 +67,11 @@ fn backends(n: usize) -> BackendSet {
 #[test]
 fn picking_allocates_nothing() {
     let algorithms = [
-        Algorithm::RoundRobin,
-        Algorithm::LeastConnections,
-        Algorithm::SourceHash(HashKey::SourceIp),
-        Algorithm::SourceHash(HashKey::SourceIpPort),
-        Algorithm::Random,
+        (SchedulerKind::RoundRobin, HashKey::SourceIp),
+        (SchedulerKind::LeastConnections, HashKey::SourceIp),
+        (SchedulerKind::SourceHash, HashKey::SourceIp),
+        (SchedulerKind::SourceHash, HashKey::SourceIpPort),
+        (SchedulerKind::Random, HashKey::SourceIp),
     ];
     let clients: Vec<SocketAddr> = (0..1000u32)
         .map(|i| SocketAddr::from((i.wrapping_mul(2_654_435_761).to_be_bytes(), i as u16)))
@@ -83,7 +83,7 @@ fn picking_allocates_nothing() {
         set.get(1).expect("n >= 3").set_up(false);
         set.get(n - 1).expect("n >= 3").set_draining(true);
         for algorithm in algorithms {
-            let scheduler = build(algorithm, &set);
+            let scheduler = build(algorithm.0, algorithm.1, &set);
             let before = allocations();
             for (i, &client) in clients.iter().enumerate() {
                 let tried = [i % n];
@@ -102,7 +102,7 @@ fn picking_allocates_nothing() {
             b.set_up(false);
         }
         for algorithm in algorithms {
-            let scheduler = build(algorithm, &set);
+            let scheduler = build(algorithm.0, algorithm.1, &set);
             let before = allocations();
             for &client in &clients {
                 assert_eq!(scheduler.pick(&set, client, &[]), None);

@@ -434,7 +434,10 @@ impl Daemon {
                     }
                 }
                 (None, Some(listener)) => {
-                    let state = ServiceState::new(service.clone(), &self.listener_metrics);
+                    let state = ServiceState::new(
+                        service.clone(),
+                        self.listener_metrics.duration_of(&service.name),
+                    );
                     summary.added.push(service.name.clone());
                     match self
                         .checker(&state)
@@ -809,7 +812,10 @@ pub async fn serve(
     {
         let mut running = daemon.running.lock().await;
         for (service, listener) in bound {
-            let state = ServiceState::new(service, &daemon.listener_metrics);
+            let state = ServiceState::new(
+                service.clone(),
+                daemon.listener_metrics.duration_of(&service.name),
+            );
             let checker = daemon.checker(&state).map_err(anyhow::Error::msg)?;
             running
                 .services

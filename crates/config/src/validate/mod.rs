@@ -37,14 +37,6 @@ use service::services;
 use vrrp::vrrp;
 
 const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
-const FORWARDINGS: &[(&str, Forwarding)] =
-    &[("splice", Forwarding::Splice), ("copy", Forwarding::Copy)];
-const SCHEDULERS: &[(&str, SchedulerKind)] = &[
-    ("round_robin", SchedulerKind::RoundRobin),
-    ("least_connections", SchedulerKind::LeastConnections),
-    ("source_hash", SchedulerKind::SourceHash),
-    ("random", SchedulerKind::Random),
-];
 /// The word a table gives `value`: config names are written in one place.
 fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
     table
@@ -53,21 +45,6 @@ fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'stat
         .map_or("?", |(n, _)| n)
 }
 
-impl SchedulerKind {
-    /// The name as written in the config (`least_connections`).
-    pub fn as_str(self) -> &'static str {
-        name_of(SCHEDULERS, self)
-    }
-}
-
-const HASH_KEYS: &[(&str, HashKey)] = &[
-    ("source_ip", HashKey::SourceIp),
-    ("source_ip_port", HashKey::SourceIpPort),
-];
-const ON_ALL_DOWN: &[(&str, OnAllDown)] = &[
-    ("reject", OnAllDown::Reject),
-    ("try_all", OnAllDown::TryAll),
-];
 /// Stands in for an address that was missing or wrong (see the module doc).
 const PLACEHOLDER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
@@ -193,8 +170,11 @@ struct Settings<'a> {
     access_log: Option<bool>,
 }
 
-impl<'a> Settings<'a> {
-    fn of_defaults(raw: &'a file::Defaults) -> Self {
+/// `file::Defaults` and `file::Service` spell these fields alike; this reads
+/// them from either, so the list is written once.
+macro_rules! settings_of {
+    ($raw:expr) => {{
+        let raw = $raw;
         Settings {
             connect_timeout: raw.connect_timeout.as_ref(),
             connect_retries: raw.connect_retries,
@@ -206,20 +186,16 @@ impl<'a> Settings<'a> {
             tcp_keepalive: raw.tcp_keepalive,
             access_log: raw.access_log,
         }
+    }};
+}
+
+impl<'a> Settings<'a> {
+    fn of_defaults(raw: &'a file::Defaults) -> Self {
+        settings_of!(raw)
     }
 
     fn of_service(raw: &'a file::Service) -> Self {
-        Settings {
-            connect_timeout: raw.connect_timeout.as_ref(),
-            connect_retries: raw.connect_retries,
-            idle_timeout: raw.idle_timeout.as_ref(),
-            drain_timeout: raw.drain_timeout.as_ref(),
-            forwarding: raw.forwarding.as_deref(),
-            scheduler: raw.scheduler.as_deref(),
-            max_connections: raw.max_connections,
-            tcp_keepalive: raw.tcp_keepalive,
-            access_log: raw.access_log,
-        }
+        settings_of!(raw)
     }
 
     /// Checks what is written at `at` and takes what is not from `base`:
@@ -240,11 +216,11 @@ impl<'a> Settings<'a> {
             .unwrap_or(base.connect_retries);
         let forwarding = raw
             .forwarding
-            .and_then(|w| values::word(r, &at.key("forwarding"), w, FORWARDINGS))
+            .and_then(|w| values::word(r, &at.key("forwarding"), w, Forwarding::NAMES))
             .unwrap_or(base.forwarding);
         let scheduler = raw
             .scheduler
-            .and_then(|w| values::word(r, &at.key("scheduler"), w, SCHEDULERS))
+            .and_then(|w| values::word(r, &at.key("scheduler"), w, SchedulerKind::NAMES))
             .unwrap_or(base.scheduler);
         let max_connections = match raw.max_connections {
             Some(n) => values::at_least::<u32>(r, &at.key("max_connections"), n, 1)

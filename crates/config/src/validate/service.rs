@@ -101,10 +101,9 @@ fn service(
     let hash_key = match &raw.hash_key {
         Some(w) => {
             let at = at.key("hash_key");
-            let v = values::word(r, &at, w, HASH_KEYS);
+            let v = values::word(r, &at, w, HashKey::NAMES);
             if s.scheduler != SchedulerKind::SourceHash {
-                let name = SCHEDULERS.iter().find(|(_, k)| *k == s.scheduler);
-                let name = name.map_or("?", |(n, _)| n);
+                let name = s.scheduler.as_str();
                 r.key(
                     &at,
                     format!("only used by `scheduler: source_hash` (this service uses `{name}`)"),
@@ -117,7 +116,7 @@ fn service(
     let on_all_down = raw
         .on_all_down
         .as_ref()
-        .and_then(|w| values::word(r, &at.key("on_all_down"), w, ON_ALL_DOWN))
+        .and_then(|w| values::word(r, &at.key("on_all_down"), w, OnAllDown::NAMES))
         .unwrap_or(default::ON_ALL_DOWN);
     let backends = backends(r, &at.key("backends"), raw.backends.as_deref(), listen);
     let health = match &raw.health {
