@@ -4,7 +4,8 @@
 //!
 //! Key types: [`Config`] and the rest of [`model`] (what the program uses);
 //! [`parse`] and [`load`] (the only ways to get one); [`ConfigError`] and
-//! [`ConfigErrors`] (why not).
+//! [`ConfigErrors`] (why not); [`diff`] (what a reload from one [`Config`]
+//! to another changes, as [`Change`]s).
 //!
 //! How a file is read, in order:
 //! 1. `locate`: yaml-rust2 builds a positioned tree of the file (for line:col
@@ -31,6 +32,7 @@
 //! has no serde derives.
 
 mod defaults;
+mod diff;
 mod file;
 mod locate;
 pub mod model;
@@ -41,6 +43,7 @@ mod suggest;
 mod validate;
 mod values;
 
+pub use diff::{diff, Change, Clash, Diff, RestartOnly};
 pub use model::*;
 
 use std::fmt;
