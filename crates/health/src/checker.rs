@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::eject::ejection_reason;
 use crate::jitter::Jitter;
 use crate::machine::{Machine, Thresholds};
-use crate::probe::{Outcome, Prober};
+use crate::probe::{Outcome, ProbeFailure, Prober};
 use crate::HealthError;
 
 /// How many transitions a slow subscriber may fall behind before it sees
@@ -49,6 +49,8 @@ pub struct ProbeReport {
     pub ok: bool,
     /// Why the probe failed, or what it saw when it succeeded (`status 200`).
     pub reason: String,
+    /// `None` when `ok`.
+    pub failure: Option<ProbeFailure>,
     /// When the probe ended.
     pub at: SystemTime,
     /// How long the probe took (connect to end), for
@@ -438,6 +440,7 @@ impl Watcher {
             address: backend.address(),
             ok: outcome.ok,
             reason: outcome.reason,
+            failure: outcome.failure,
             at: SystemTime::now(),
             duration: outcome.duration,
             up: self.machine.is_up(),

@@ -14,7 +14,9 @@
 //! until cancelled), [`Handle`] (reload with [`Handle::update`], [`Handle::subscribe`]
 //! to [`Transition`]s, [`Handle::last_results`] as [`ProbeReport`]s, a
 //! [`ProbeObserver`] hook for metrics), [`Prober`] (one probe, no state),
-//! [`Machine`] (rise/fall, no I/O, no clock) and [`HealthError`] (a TLS file that
+//! [`Machine`] (rise/fall, no I/O, no clock), [`ProbeFailure`] (why a probe
+//! failed, typed), [`HealthMetrics`] (this crate's metrics, registered by
+//! it) and [`HealthError`] (a TLS file that
 //! cannot be used, returned by `new`/`update`, never a panic).
 //!
 //! Invariants:
@@ -42,13 +44,15 @@ mod error;
 mod http;
 mod jitter;
 mod machine;
+mod metrics;
 mod probe;
 mod tls;
 
 pub use checker::{Checker, Handle, ProbeObserver, ProbeReport, Transition};
 pub use error::HealthError;
 pub use machine::{Machine, Thresholds};
-pub use probe::{Outcome, Prober};
+pub use metrics::HealthMetrics;
+pub use probe::{Outcome, Phase, ProbeFailure, Prober};
 
 #[cfg(test)]
 mod testing {

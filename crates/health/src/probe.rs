@@ -1,6 +1,8 @@
 //! One probe of one backend: connect, maybe TLS, maybe a request, within the
 //! timeout. A probe never fails with an error: it ends in an [`Outcome`]
-//! whose reason is what an operator reads in the log.
+//! whose reason is what an operator reads in the log, and, when it failed, a
+//! [`ProbeFailure`] whose [`ProbeFailure::kind`] labels
+//! `tandem_health_check_failures_total`.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -20,12 +22,96 @@ use crate::HealthError;
 /// The result of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// `failure.is_none()`.
     pub ok: bool,
-    /// Why it failed (`status 500`, `connection refused`, …) or, when it
-    /// succeeded, what was seen (`status 200`, `connected`).
+    /// Why it failed (`status 500`, `connection refused`, …: the failure's
+    /// text) or, when it succeeded, what was seen (`status 200`, `connected`).
     pub reason: String,
+    pub failure: Option<ProbeFailure>,
     /// From the start of the connect to the end of the probe.
     pub duration: Duration,
+}
+
+/// Where a probe was when its time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Binding,
+    Connecting,
+    Handshake,
+    Response,
+    Reply,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Binding => "while binding a socket",
+            Phase::Connecting => "while connecting",
+            Phase::Handshake => "in the tls handshake",
+            Phase::Response => "waiting for the response",
+            Phase::Reply => "waiting for a reply",
+        }
+    }
+}
+
+/// Why a probe failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeFailure {
+    #[error("connection refused")]
+    Refused,
+    #[error("timed out after {} {}", humantime::format_duration(*after), phase.as_str())]
+    Timeout { after: Duration, phase: Phase },
+    /// The backend closed the connection before answering.
+    #[error("{step}: connection closed by the backend")]
+    Closed { step: &'static str },
+    /// Any other OS error, at `step` (`connect`, `send`, `receive`, `response`, `bind`).
+    #[error("{step}: {text}")]
+    Io { step: &'static str, text: String },
+    /// The TLS handshake or session failed (rustls's words).
+    #[error("tls: {0}")]
+    Tls(String),
+    /// An HTTP status not in `expect_status`.
+    #[error("status {0}")]
+    Status(u16),
+    /// The HTTP body lacks `expect_body`.
+    #[error("body does not contain {0:?}")]
+    Body(String),
+    /// The UDP reply lacks `expect`.
+    #[error("reply does not contain {0:?}")]
+    Reply(String),
+    /// Not an HTTP response this parser accepts.
+    #[error("bad response: {0}")]
+    Malformed(String),
+}
+
+impl ProbeFailure {
+    /// Every value of [`ProbeFailure::kind`], for metrics that start at zero.
+    pub const KINDS: [&'static str; 9] = [
+        "refused",
+        "timeout",
+        "closed",
+        "io",
+        "tls",
+        "status",
+        "body",
+        "reply",
+        "malformed",
+    ];
+
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeFailure::Refused => "refused",
+            ProbeFailure::Timeout { .. } => "timeout",
+            ProbeFailure::Closed { .. } => "closed",
+            ProbeFailure::Io { .. } => "io",
+            ProbeFailure::Tls(_) => "tls",
+            ProbeFailure::Status(_) => "status",
+            ProbeFailure::Body(_) => "body",
+            ProbeFailure::Reply(_) => "reply",
+            ProbeFailure::Malformed(_) => "malformed",
+        }
+    }
 }
 
 /// Probes backends as one service's `health` section says. Built once (TLS
@@ -113,16 +199,15 @@ impl Prober {
             kind => {
                 match tokio::time::timeout(self.timeout, self.run(kind, target, &phase)).await {
                     Ok(result) => result,
-                    Err(_) => Err(format!(
-                        "timed out after {} {}",
-                        humantime::format_duration(self.timeout),
-                        match (kind, phase.load(Relaxed)) {
-                            (Kind::Udp(_), _) => "waiting for a reply",
-                            (_, CONNECTING) => "while connecting",
-                            (_, HANDSHAKE) => "in the tls handshake",
-                            _ => "waiting for the response",
-                        }
-                    )),
+                    Err(_) => Err(ProbeFailure::Timeout {
+                        after: self.timeout,
+                        phase: match (kind, phase.load(Relaxed)) {
+                            (Kind::Udp(_), _) => Phase::Reply,
+                            (_, CONNECTING) => Phase::Connecting,
+                            (_, HANDSHAKE) => Phase::Handshake,
+                            _ => Phase::Response,
+                        },
+                    }),
                 }
             }
         };
@@ -131,11 +216,13 @@ impl Prober {
             Ok(reason) => Outcome {
                 ok: true,
                 reason,
+                failure: None,
                 duration,
             },
-            Err(reason) => Outcome {
+            Err(failure) => Outcome {
                 ok: false,
-                reason,
+                reason: failure.to_string(),
+                failure: Some(failure),
                 duration,
             },
         }
@@ -146,7 +233,7 @@ impl Prober {
         kind: &Kind,
         target: SocketAddr,
         phase: &AtomicU8,
-    ) -> Result<String, String> {
+    ) -> Result<String, ProbeFailure> {
         match kind {
             Kind::None => Ok("no active check".to_owned()),
             Kind::Tcp => {
@@ -198,7 +285,7 @@ impl Prober {
                 if contains(&buf[..n], expect.as_bytes()) {
                     Ok(format!("reply contains {expect:?}"))
                 } else {
-                    Err(format!("reply does not contain {expect:?}"))
+                    Err(ProbeFailure::Reply(expect.to_owned()))
                 }
             }
         }
@@ -206,11 +293,18 @@ impl Prober {
 
     /// UDP without `expect`: up unless the port is refused (ICMP port
     /// unreachable, seen as ECONNREFUSED on a connected socket) within the timeout.
-    async fn udp_silence(&self, check: &UdpCheck, target: SocketAddr) -> Result<String, String> {
+    async fn udp_silence(
+        &self,
+        check: &UdpCheck,
+        target: SocketAddr,
+    ) -> Result<String, ProbeFailure> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let socket = tokio::time::timeout_at(deadline, udp_connect(target))
             .await
-            .map_err(|_| "timed out while binding a socket".to_owned())??;
+            .map_err(|_| ProbeFailure::Timeout {
+                after: self.timeout,
+                phase: Phase::Binding,
+            })??;
         socket
             .send(&check.send)
             .await
@@ -267,14 +361,14 @@ impl HttpCheck {
         http::request(&self.path, &host)
     }
 
-    fn judge(&self, response: http::Response) -> Result<String, String> {
+    fn judge(&self, response: http::Response) -> Result<String, ProbeFailure> {
         let status = response.status;
         if !self.expect_status.contains(&status) {
-            return Err(format!("status {status}"));
+            return Err(ProbeFailure::Status(status));
         }
         if let Some(want) = &self.expect_body {
             if !contains(&response.body, want.as_bytes()) {
-                return Err(format!("body does not contain {want:?}"));
+                return Err(ProbeFailure::Body(want.clone()));
             }
         }
         Ok(format!("status {status}"))
@@ -285,7 +379,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
+async fn connect(target: SocketAddr) -> Result<TcpStream, ProbeFailure> {
     let stream = TcpStream::connect(target)
         .await
         .map_err(|e| io_reason("connect", &e))?;
@@ -294,7 +388,7 @@ async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
-async fn udp_connect(target: SocketAddr) -> Result<UdpSocket, String> {
+async fn udp_connect(target: SocketAddr) -> Result<UdpSocket, ProbeFailure> {
     let local: SocketAddr = if target.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -312,26 +406,29 @@ async fn udp_connect(target: SocketAddr) -> Result<UdpSocket, String> {
     Ok(socket)
 }
 
-fn http_reason(e: &HttpError) -> String {
+fn http_reason(e: &HttpError) -> ProbeFailure {
     match e {
         HttpError::Io(e) => io_reason("response", e),
-        HttpError::Malformed(m) => format!("bad response: {m}"),
+        HttpError::Malformed(m) => ProbeFailure::Malformed(m.to_string()),
     }
 }
 
 /// A short lowercase reason: the rustls error when there is one, else the
 /// OS error without its number.
-pub(crate) fn io_reason(context: &str, e: &io::Error) -> String {
+pub(crate) fn io_reason(step: &'static str, e: &io::Error) -> ProbeFailure {
     if let Some(tls) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        return format!("tls: {tls}");
+        return ProbeFailure::Tls(tls.to_string());
     }
     match e.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-        io::ErrorKind::UnexpectedEof => format!("{context}: connection closed by the backend"),
-        _ => format!("{context}: {}", io_text(e)),
+        io::ErrorKind::ConnectionRefused => ProbeFailure::Refused,
+        io::ErrorKind::UnexpectedEof => ProbeFailure::Closed { step },
+        _ => ProbeFailure::Io {
+            step,
+            text: io_text(e),
+        },
     }
 }
 
@@ -342,10 +439,14 @@ mod tests {
     #[test]
     fn io_reasons_are_short_and_lowercase() {
         let refused = io::Error::from_raw_os_error(111);
-        assert_eq!(io_reason("connect", &refused), "connection refused");
+        assert_eq!(io_reason("connect", &refused), ProbeFailure::Refused);
+        assert_eq!(
+            io_reason("connect", &refused).to_string(),
+            "connection refused"
+        );
         let reset = io::Error::from_raw_os_error(104);
         assert_eq!(
-            io_reason("response", &reset),
+            io_reason("response", &reset).to_string(),
             "response: connection reset by peer"
         );
         let tls = io::Error::new(
@@ -353,7 +454,7 @@ mod tests {
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
         );
         assert_eq!(
-            io_reason("tls handshake", &tls),
+            io_reason("tls handshake", &tls).to_string(),
             "tls: invalid peer certificate: UnknownIssuer"
         );
     }
