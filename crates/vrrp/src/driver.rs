@@ -18,7 +18,7 @@ use crate::metrics::InstanceMetrics;
 use crate::netlink::{Address, Netlink};
 use crate::packet::{self, AdvertFields, IpMeta, Reject};
 use crate::socket::{Announcer, VrrpSocket};
-use crate::{notify, InstanceState, Shared};
+use crate::{notify, Fault, InstanceState, Shared};
 
 /// How often a faulty instance tries its interface again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -100,7 +100,7 @@ struct Memory {
     tx: Vec<u8>,
     warned: HashMap<Warn, Instant>,
     last: Option<(InstanceState, u8, Option<IpAddr>)>,
-    fault: Option<String>,
+    fault: Option<Fault>,
 }
 
 impl Memory {
@@ -206,29 +206,35 @@ impl Driver {
 
     /// Finds the interface and its source address, clears virtual IPs an
     /// earlier run left behind, opens the sockets.
-    fn setup(&self, cleaned: &mut bool) -> Result<Io, String> {
+    fn setup(&self, cleaned: &mut bool) -> Result<Io, Fault> {
         let name = &self.cfg.interface;
         let ipv6 = crate::is_ipv6(&self.cfg);
-        let mut netlink = Netlink::open().map_err(|e| format!("cannot open netlink: {e}"))?;
+        let mut netlink = Netlink::open().map_err(|e| Fault::Netlink(e.to_string()))?;
         let link = netlink
             .link(name)
-            .map_err(|e| format!("cannot look up interface `{name}`: {e}"))?
-            .ok_or_else(|| format!("interface `{name}` does not exist"))?;
+            .map_err(|e| Fault::LinkLookup {
+                interface: name.clone(),
+                error: e.to_string(),
+            })?
+            .ok_or_else(|| Fault::NoInterface(name.clone()))?;
         let addrs = netlink
             .addresses(link.index, ipv6)
-            .map_err(|e| format!("cannot list the addresses of `{name}`: {e}"))?;
-        let primary = self.primary(&addrs).ok_or_else(|| {
-            format!(
-                "interface `{name}` has no usable {} address to send adverts from",
-                family(ipv6)
-            )
+            .map_err(|e| Fault::Addresses {
+                interface: name.clone(),
+                error: e.to_string(),
+            })?;
+        let primary = self.primary(&addrs).ok_or_else(|| Fault::NoSourceAddress {
+            interface: name.clone(),
+            family: family(ipv6),
         })?;
         if !*cleaned {
             self.remove_leftovers(&mut netlink, link.index, &addrs);
             *cleaned = true;
         }
-        let socket = VrrpSocket::open(name, link.index, ipv6)
-            .map_err(|e| format!("cannot open the VRRP socket on `{name}`: {e}"))?;
+        let socket = VrrpSocket::open(name, link.index, ipv6).map_err(|e| Fault::Socket {
+            interface: name.clone(),
+            error: e.to_string(),
+        })?;
         let link_local = addrs
             .iter()
             .find(|a| !a.tentative && is_link_local(a.address))
@@ -316,8 +322,8 @@ impl Driver {
         }
     }
 
-    fn fault(&self, mem: &mut Memory, why: String) {
-        if mem.fault.as_deref() != Some(why.as_str()) {
+    fn fault(&self, mem: &mut Memory, why: Fault) {
+        if mem.fault.as_ref() != Some(&why) {
             error!(instance = %self.cfg.name, "vrrp instance cannot run, retrying every second: {why}");
         }
         let entering = mem.fault.is_none();

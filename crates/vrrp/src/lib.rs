@@ -124,7 +124,27 @@ pub struct InstanceStatus {
     /// When `state` was entered.
     pub since: SystemTime,
     /// Why the instance is in `Fault`.
-    pub fault: Option<String>,
+    pub fault: Option<Fault>,
+}
+
+/// Why an instance cannot run (state `Fault`); it retries every second.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    #[error("cannot open netlink: {0}")]
+    Netlink(String),
+    #[error("interface `{0}` does not exist")]
+    NoInterface(String),
+    #[error("cannot look up interface `{interface}`: {error}")]
+    LinkLookup { interface: String, error: String },
+    #[error("cannot list the addresses of `{interface}`: {error}")]
+    Addresses { interface: String, error: String },
+    #[error("interface `{interface}` has no usable {family} address to send adverts from")]
+    NoSourceAddress {
+        interface: String,
+        family: &'static str,
+    },
+    #[error("cannot open the VRRP socket on `{interface}`: {error}")]
+    Socket { interface: String, error: String },
 }
 
 #[derive(Debug, thiserror::Error)]

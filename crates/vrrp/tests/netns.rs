@@ -424,7 +424,11 @@ fn a_missing_interface_is_a_fault_that_is_retried() {
     eventually("the instance is in fault", || {
         a.state(0) == InstanceState::Fault
     });
-    let why = a.status()[0].fault.clone().unwrap_or_default();
+    let why = a.status()[0]
+        .fault
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     assert!(why.contains("`eth9` does not exist"), "{why}");
     assert_eq!(
         a.metric("tandem_vrrp_state{state=\"fault\",vrrp_instance=\"vip\"}"),
