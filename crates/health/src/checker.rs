@@ -137,7 +137,23 @@ impl Checker {
         health: &Health,
         backends: Vec<Arc<Backend>>,
     ) -> Result<Checker, HealthError> {
-        let prober = Prober::new(health)?;
+        Ok(Checker::with_prober(
+            service,
+            Prober::new(health)?,
+            health,
+            backends,
+        ))
+    }
+
+    /// [`Checker::new`] with a prober already built from `health` (its TLS
+    /// files read): cannot fail, so a reload can build every prober first
+    /// and start checkers only once nothing else can fail.
+    pub fn with_prober(
+        service: impl Into<String>,
+        prober: Prober,
+        health: &Health,
+        backends: Vec<Arc<Backend>>,
+    ) -> Checker {
         let service = service.into();
         let members = adopt(&service, &[], health, backends);
         let (plan, _) = watch::channel(Arc::new(Plan {
@@ -146,7 +162,7 @@ impl Checker {
             members,
         }));
         let (transitions, _) = broadcast::channel(TRANSITION_BUFFER);
-        Ok(Checker {
+        Checker {
             shared: Arc::new(Shared {
                 service,
                 plan,
@@ -154,7 +170,7 @@ impl Checker {
                 observer: Mutex::new(None),
                 updating: Mutex::new(()),
             }),
-        })
+        }
     }
 
     pub fn handle(&self) -> Handle {
@@ -272,7 +288,12 @@ impl Handle {
     /// `health.initial`; removed ones stop being probed. If the TLS files
     /// cannot be used the error is returned and nothing changes.
     pub fn update(&self, health: &Health, backends: Vec<Arc<Backend>>) -> Result<(), HealthError> {
-        let prober = Prober::new(health)?;
+        self.apply(Prober::new(health)?, health, backends);
+        Ok(())
+    }
+
+    /// [`Handle::update`] with a prober already built from `health`: cannot fail.
+    pub fn apply(&self, prober: Prober, health: &Health, backends: Vec<Arc<Backend>>) {
         let _serial = lock(&self.shared.updating);
         let old = Arc::clone(&self.shared.plan.borrow());
         let members = adopt(&self.shared.service, &old.members, health, backends);
@@ -281,7 +302,6 @@ impl Handle {
             prober,
             members,
         }));
-        Ok(())
     }
 }
 

@@ -97,7 +97,7 @@ fn version_prints_the_crate_version() {
 }
 
 #[test]
-fn run_with_a_bad_config_exits_one_and_names_the_error() {
+fn run_with_a_bad_config_exits_64_and_names_the_error() {
     let dir = tempfile_dir();
     let path = dir.join("bad.yaml");
     std::fs::write(&path, "services:\n  - name: x\n    listn: 127.0.0.1:1\n").unwrap();
@@ -106,7 +106,7 @@ fn run_with_a_bad_config_exits_one_and_names_the_error() {
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(64), "EX_USAGE, as linkerd2-proxy");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.yaml:3:5"), "{stderr}");
     assert!(stderr.contains("listen"), "{stderr}");

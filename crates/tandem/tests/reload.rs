@@ -291,3 +291,84 @@ async fn added_service_starts_listening() {
     assert!(echo_ok(second, b"new service").await);
     assert!(echo_ok(first, b"old service").await);
 }
+
+/// What a named server answers on a new connection to `at`.
+async fn name_at(at: SocketAddr) -> Vec<u8> {
+    let mut s = TcpStream::connect(at).await.unwrap();
+    read_to_end(&mut s, Duration::from_secs(5)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_that_cannot_bind_changes_nothing_and_drops_no_service() {
+    let (n1, n2) = (
+        NamedServer::start("one").await,
+        NamedServer::start("two").await,
+    );
+    let echo = EchoServer::start().await;
+    let (admin, web, api, more) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let old = [
+        ("web", web, &[(n1.addr(), 1)][..]),
+        ("api", api, &[(echo.addr(), 1)][..]),
+    ];
+    let mut tandem = Tandem::spawn(bin(), &yaml(admin, &old, ""));
+    tandem.wait_listening(web);
+    tandem.wait_listening(api);
+    let mut open = TcpStream::connect(api).await.unwrap();
+    open.write_all(b"before").await.unwrap();
+    let mut buf = [0u8; 6];
+    open.read_exact(&mut buf).await.unwrap();
+
+    // The port the reload wants for `api` is taken by someone else.
+    let taken = std::net::TcpListener::bind(free_addr()).unwrap();
+    let wanted = taken.local_addr().unwrap();
+    let new = [
+        ("web", web, &[(n2.addr(), 1)][..]),
+        ("api", wanted, &[(echo.addr(), 1)][..]),
+        ("more", more, &[(n2.addr(), 1)][..]),
+    ];
+    std::fs::write(tandem.config_path(), yaml(admin, &new, "")).unwrap();
+    let (code, body) = reload(admin).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("service api"), "{body}");
+    assert!(body.contains("address already in use"), "{body}");
+
+    // Nothing of the new file applies: web keeps its old backend, api its
+    // old address, `more` does not exist, and the open connection flows.
+    assert_eq!(name_at(web).await, b"one\n");
+    assert!(echo_ok(api, b"still at the old address").await);
+    assert!(
+        TcpStream::connect(more).await.is_err(),
+        "more was not added"
+    );
+    open.write_all(b"after").await.unwrap();
+    let mut buf = [0u8; 5];
+    open.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"after");
+    let (_, metrics) = http(admin, "GET", "/metrics", &[]).await;
+    assert_eq!(
+        sample(&metrics, r#"tandem_config_reloads_total{result="failure"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"tandem_config_reloads_total{result="success"}"#),
+        Some(0.0)
+    );
+    let (_, status) = http(admin, "GET", "/status", &[]).await;
+    assert!(status.contains("address already in use"), "{status}");
+    assert!(
+        status.contains(r#""name":"web""#) && status.contains(r#""name":"api""#),
+        "{status}"
+    );
+
+    // Once the port is free, the same file applies whole.
+    drop(taken);
+    let (code, body) = reload(admin).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("added more"), "{body}");
+    assert_eq!(name_at(web).await, b"two\n");
+    assert!(echo_ok(wanted, b"at the new address").await);
+    assert_eq!(name_at(more).await, b"two\n");
+    open.write_all(b"moved").await.unwrap();
+    open.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"moved", "a move never cuts open connections");
+}
