@@ -33,6 +33,8 @@ pub(crate) const ACCESS_LOG: bool = false;
 pub(crate) const PROTOCOL: Protocol = Protocol::Tcp;
 pub(crate) const HASH_KEY: HashKey = HashKey::SourceIp;
 pub(crate) const ON_ALL_DOWN: OnAllDown = OnAllDown::Reject;
+/// How long a PROXY header may take to arrive (HAProxy's `timeout client` is the usual bound).
+pub(crate) const PROXY_TIMEOUT: Duration = Duration::from_secs(3);
 
 // backends
 pub(crate) const WEIGHT: u32 = 1;

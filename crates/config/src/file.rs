@@ -51,6 +51,10 @@ pub(crate) struct Defaults {
     pub tcp_keepalive: Option<bool>,
     pub access_log: Option<bool>,
     pub health: Option<Health>,
+    pub proxy_protocol: Option<ProxyProtocol>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+    pub limits: Option<Limits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +77,34 @@ pub(crate) struct Service {
     pub backends: Option<Vec<Backend>>,
     pub health: Option<Health>,
     pub udp: Option<Udp>,
+    pub proxy_protocol: Option<ProxyProtocol>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+    pub limits: Option<Limits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProxyProtocol {
+    pub send: Option<String>,
+    pub accept: Option<bool>,
+    pub trusted: Option<Vec<String>>,
+    pub timeout: Option<DurationText>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    pub connections_per_source: Option<i64>,
+    pub new_connections_per_source: Option<String>,
+    pub source_prefix: Option<SourcePrefix>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SourcePrefix {
+    pub ipv4: Option<i64>,
+    pub ipv6: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +114,7 @@ pub(crate) struct Backend {
     pub name: Option<String>,
     pub weight: Option<i64>,
     pub backup: Option<bool>,
+    pub proxy_protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

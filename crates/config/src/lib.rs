@@ -118,8 +118,11 @@ impl std::error::Error for ConfigErrors {}
 /// Reads and parses the file at `path`; errors name it as given.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &origin),
+    match std::fs::read(path) {
+        Ok(bytes) => match std::str::from_utf8(&bytes) {
+            Ok(text) => parse(text, &origin),
+            Err(e) => Err(ConfigErrors(vec![not_utf8(&bytes, &e, origin)])),
+        },
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             origin,
             line: 0,
@@ -127,6 +130,23 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             path: String::new(),
             message: format!("cannot read: {e}"),
         }])),
+    }
+}
+
+/// Where the first byte that is not UTF-8 is: its line, and its column in
+/// characters (the valid text before it on that line, plus one).
+fn not_utf8(bytes: &[u8], e: &std::str::Utf8Error, origin: String) -> ConfigError {
+    let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+    let line_start = valid.rfind('\n').map_or(0, |i| i + 1);
+    ConfigError {
+        origin,
+        line: valid.matches('\n').count() + 1,
+        column: valid[line_start..].chars().count() + 1,
+        path: String::new(),
+        message: format!(
+            "not UTF-8: byte 0x{:02x} cannot start or continue a character here; save the file as UTF-8",
+            bytes[e.valid_up_to()]
+        ),
     }
 }
 
@@ -158,6 +178,24 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_located_at_its_first_bad_byte() {
+        let dir = std::env::temp_dir().join(format!("tandem-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("latin1.yaml");
+        // `é` in Latin-1 (0xe9) after `café` is on line 3, column 10.
+        std::fs::write(&path, b"services:\n  - name: a\n    # caf\xe9 au lait\n").unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!((e.0[0].line, e.0[0].column), (3, 10));
+        assert!(
+            e.to_string()
+                .contains("latin1.yaml:3:10: not UTF-8: byte 0xe9"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn error(line: usize, path: &str) -> ConfigError {
         ConfigError {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tandem_core::{BackendAddress, ListenAddress, Protocol};
-pub use tandem_core::{Forwarding, HashKey, OnAllDown, SchedulerKind};
+pub use tandem_core::{Forwarding, HashKey, OnAllDown, ProxyVersion, SchedulerKind};
 
 /// A whole, validated configuration file.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +61,64 @@ pub struct Service {
     pub backends: Vec<BackendSpec>,
     pub health: Health,
     pub udp: Udp,
+    /// Who may connect, checked before any backend is contacted.
+    pub admission: Admission,
+}
+
+/// A service's admission rules (`allow`, `deny`, `limits`,
+/// `proxy_protocol.accept`). Empty lists and `None`s admit everyone.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Admission {
+    /// When not empty, only clients in one of these may connect.
+    pub allow: Vec<IpPrefix>,
+    /// Clients in one of these are refused, whatever `allow` says.
+    pub deny: Vec<IpPrefix>,
+    /// `proxy_protocol.accept: true`: every connection must come from a
+    /// trusted address and start with a PROXY header.
+    pub proxy_accept: Option<ProxyAccept>,
+    pub limits: SourceLimits,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyAccept {
+    pub trusted: Vec<IpPrefix>,
+    /// How long the whole header may take to arrive. Default 3s.
+    pub timeout: Duration,
+}
+
+/// Per-source limits; a source is the client address cut to its prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceLimits {
+    pub connections_per_source: Option<NonZeroU32>,
+    pub new_connections_per_source: Option<Rate>,
+    /// Default 32: every IPv4 address is its own source.
+    pub ipv4_prefix: u8,
+    /// Default 128.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        SourceLimits {
+            connections_per_source: None,
+            new_connections_per_source: None,
+            ipv4_prefix: 32,
+            ipv6_prefix: 128,
+        }
+    }
+}
+
+impl SourceLimits {
+    pub fn is_off(&self) -> bool {
+        self.connections_per_source.is_none() && self.new_connections_per_source.is_none()
+    }
+}
+
+/// `N/s` or `N/m`: at most `count` per `per`, with bursts of up to `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: NonZeroU32,
+    pub per: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +128,9 @@ pub struct BackendSpec {
     /// 1..=256, default 1.
     pub weight: NonZeroU32,
     pub backup: bool,
+    /// The PROXY header written to this backend before the client's first
+    /// byte: the backend's own `proxy_protocol`, else the service's `send`.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +218,38 @@ pub struct Vrrp {
 pub struct IpPrefix {
     pub address: IpAddr,
     pub prefix_len: u8,
+}
+
+impl IpPrefix {
+    /// Whether `ip` is in this network. An IPv4-mapped IPv6 client (a
+    /// dual-stack listener's view of an IPv4 one) counts as its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -340,6 +433,30 @@ mod tests {
                 want,
                 "{kind:?} eject_after={eject_after:?} failures={failures}"
             );
+        }
+    }
+
+    #[test]
+    fn prefixes_contain_their_addresses_and_mapped_ones() {
+        let net = |a: &str, l| IpPrefix {
+            address: a.parse().unwrap(),
+            prefix_len: l,
+        };
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        let cases = [
+            (net("198.18.0.0", 15), "198.19.255.255", true),
+            (net("198.18.0.0", 15), "198.20.0.1", false),
+            (net("198.18.0.7", 32), "198.18.0.7", true),
+            (net("198.18.0.7", 32), "198.18.0.8", false),
+            (net("0.0.0.0", 0), "203.0.113.9", true),
+            (net("198.18.0.0", 16), "::ffff:198.18.3.4", true),
+            (net("2001:db8::", 32), "2001:db8:ffff::1", true),
+            (net("2001:db8::", 32), "2001:db9::1", false),
+            (net("::", 0), "::1", true),
+            (net("::", 0), "127.0.0.1", false),
+        ];
+        for (n, a, want) in cases {
+            assert_eq!(n.contains(ip(a)), want, "{n} {a}");
         }
     }
 

@@ -43,6 +43,8 @@ fn every_accepted_key_is_documented_in_its_section() {
         ("health", format!("{SERVICE}    health: {{ type: https, zzz_not_a_key: 1 }}\n")),
         ("tls", format!("{SERVICE}    health: {{ type: https, tls: {{ zzz_not_a_key: 1 }} }}\n")),
         ("udp", format!("{SERVICE}    udp: {{ zzz_not_a_key: 1 }}\n")),
+        ("proxy_protocol", format!("{SERVICE}    proxy_protocol: {{ zzz_not_a_key: 1 }}\n")),
+        ("limits", format!("{SERVICE}    limits: {{ zzz_not_a_key: 1 }}\n")),
         (
             "vrrp",
             "vrrp:\n  instances:\n    - { name: v, interface: eth0, virtual_router_id: 1, virtual_ips: [198.18.0.1/24], zzz_not_a_key: 1 }\n".to_owned(),

@@ -5,7 +5,7 @@
 //! the [`Backend`] whose atomics (up, draining, active connections, counters) are
 //! where health checks, schedulers, listeners and metrics meet without importing
 //! each other; and the per-service policies ([`SchedulerKind`], [`HashKey`],
-//! [`OnAllDown`], [`Forwarding`]) that config parses and the scheduler and
+//! [`OnAllDown`], [`Forwarding`], [`ProxyVersion`]) that config parses and the scheduler and
 //! forwarder act on.
 //!
 //! Invariants: a [`Backend`] is shared as `Arc<Backend>` and is only ever mutated
@@ -19,4 +19,4 @@ mod policy;
 
 pub use address::{BackendAddress, ListenAddress, Protocol, ProtocolParseError};
 pub use backend::{ActiveConnection, Backend, BackendSet, BackendState, ConnectFailure};
-pub use policy::{Forwarding, HashKey, OnAllDown, SchedulerKind};
+pub use policy::{Forwarding, HashKey, OnAllDown, ProxyVersion, SchedulerKind};

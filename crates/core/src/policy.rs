@@ -48,6 +48,15 @@ pub enum Forwarding {
     Copy,
 }
 
+/// Which PROXY protocol header tandem writes to a backend (`proxy_protocol.send:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text line (`PROXY TCP4 ...`), TCP only.
+    V1,
+    /// The binary header; TCP and UDP.
+    V2,
+}
+
 /// The word of `value` in `table`.
 fn name_in<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
     table
@@ -100,6 +109,10 @@ named!(
     ]
 );
 named!(
+    ProxyVersion,
+    [("v1", ProxyVersion::V1), ("v2", ProxyVersion::V2)]
+);
+named!(
     Forwarding,
     [("splice", Forwarding::Splice), ("copy", Forwarding::Copy)]
 );
@@ -127,6 +140,7 @@ mod tests {
         round_trips(HashKey::NAMES, HashKey::as_str);
         round_trips(OnAllDown::NAMES, OnAllDown::as_str);
         round_trips(Forwarding::NAMES, Forwarding::as_str);
+        round_trips(ProxyVersion::NAMES, ProxyVersion::as_str);
         assert_eq!(SchedulerKind::NAMES.len(), 4);
         assert_eq!(
             SchedulerKind::LeastConnections.to_string(),

@@ -28,6 +28,7 @@ use crate::suggest;
 use crate::values::{self, show};
 use crate::ConfigError;
 
+mod admission;
 mod health;
 mod service;
 mod vrrp;
@@ -127,6 +128,8 @@ struct ServiceDefaults {
     tcp_keepalive: bool,
     access_log: bool,
     health: Health,
+    admission: Admission,
+    proxy_send: Option<ProxyVersion>,
 }
 
 fn service_defaults(
@@ -145,6 +148,8 @@ fn service_defaults(
         tcp_keepalive: default::TCP_KEEPALIVE,
         access_log: default::ACCESS_LOG,
         health: no_health(),
+        admission: Admission::default(),
+        proxy_send: None,
     };
     let Some(raw) = raw else {
         return d;
@@ -154,7 +159,14 @@ fn service_defaults(
         Some(h) => health(r, &at.key("health"), h),
         None => d.health,
     };
-    ServiceDefaults { health, ..s }
+    let (admission, proxy_send) =
+        admission::Written::of_defaults(raw).resolve(r, at, (&d.admission, d.proxy_send));
+    ServiceDefaults {
+        health,
+        admission,
+        proxy_send,
+        ..s
+    }
 }
 
 /// The settings a service inherits and may override, as written.
@@ -238,6 +250,8 @@ impl<'a> Settings<'a> {
             tcp_keepalive: raw.tcp_keepalive.unwrap_or(base.tcp_keepalive),
             access_log: raw.access_log.unwrap_or(base.access_log),
             health: base.health.clone(),
+            admission: base.admission.clone(),
+            proxy_send: base.proxy_send,
         }
     }
 }
@@ -305,6 +319,7 @@ mod tests {
                 name: None,
                 weight: NonZeroU32::new(1).unwrap(),
                 backup: false,
+                send_proxy: None,
             }],
             health: no_health(),
             udp: Udp {
@@ -312,6 +327,7 @@ mod tests {
                 max_sessions: None,
                 replies_per_request: None,
             },
+            admission: Admission::default(),
         };
         assert_eq!(*s, want);
         assert_eq!(s.health.kind, HealthKind::None);

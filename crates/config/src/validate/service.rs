@@ -8,6 +8,13 @@ use tandem_core::{BackendAddress, ListenAddress, Protocol};
 
 use super::*;
 
+/// A backend's `proxy_protocol`: a version, or `none` to send no header.
+const PROXY_WORDS: &[(&str, Option<ProxyVersion>)] = &[
+    ("v1", Some(ProxyVersion::V1)),
+    ("v2", Some(ProxyVersion::V2)),
+    ("none", None),
+];
+
 /// What is known for sure about one service, for the checks across services.
 struct Facts {
     at: FieldPath,
@@ -118,11 +125,25 @@ fn service(
         .as_ref()
         .and_then(|w| values::word(r, &at.key("on_all_down"), w, OnAllDown::NAMES))
         .unwrap_or(default::ON_ALL_DOWN);
-    let backends = backends(r, &at.key("backends"), raw.backends.as_deref(), listen);
+    let (admission, proxy_send) = admission::Written::of_service(raw).resolve(
+        r,
+        at,
+        (&defaults.admission, defaults.proxy_send),
+    );
+    let backends = backends(
+        r,
+        &at.key("backends"),
+        raw.backends.as_deref(),
+        listen,
+        proxy_send,
+    );
     let health = match &raw.health {
         Some(h) => health(r, &at.key("health"), h),
         None => s.health.clone(),
     };
+    if protocol == Some(Protocol::Udp) {
+        udp_rules(r, at, raw, &health, &admission, &backends);
+    }
     if raw.udp.is_some() && protocol == Some(Protocol::Tcp) {
         r.key(
             &at.key("udp"),
@@ -154,8 +175,59 @@ fn service(
         backends,
         health,
         udp,
+        admission,
     };
     (service, facts)
+}
+
+/// What a UDP service cannot have: an HTTP check (there is no connection to
+/// send a request on), a PROXY header to accept, or a version 1 header.
+fn udp_rules(
+    r: &mut Report,
+    at: &FieldPath,
+    raw: &file::Service,
+    health: &Health,
+    admission: &Admission,
+    backends: &[BackendSpec],
+) {
+    if matches!(health.kind, HealthKind::Http | HealthKind::Https) {
+        let kind = health.kind.as_str();
+        match &raw.health {
+            Some(_) => r.value(
+                &at.key("health").key("type"),
+                format!("`{kind}` checks need TCP; a udp service takes `type: udp` or `none`"),
+            ),
+            None => r.value(
+                &at.key("protocol"),
+                format!("a udp service cannot use the `{kind}` check it inherits from `defaults.health`; give it `health: {{ type: udp }}` or `{{ type: none }}`"),
+            ),
+        }
+    }
+    if admission.proxy_accept.is_some() && raw.proxy_protocol.is_some() {
+        r.value(
+            &at.key("proxy_protocol").key("accept"),
+            "only for tcp services: a PROXY header opens a connection",
+        );
+    }
+    for (j, b) in backends.iter().enumerate() {
+        if b.send_proxy == Some(ProxyVersion::V1) {
+            let own = raw
+                .backends
+                .as_ref()
+                .and_then(|l| l.get(j))
+                .is_some_and(|b| b.proxy_protocol.is_some());
+            let at = if own {
+                at.key("backends").index(j).key("proxy_protocol")
+            } else {
+                at.key("proxy_protocol").key("send")
+            };
+            r.value(
+                &at,
+                "`v1` is text for TCP only; a udp service can send `v2`",
+            );
+            break;
+        }
+    }
 }
 
 fn backends(
@@ -163,6 +235,7 @@ fn backends(
     at: &FieldPath,
     raw: Option<&[file::Backend]>,
     listen: Option<SocketAddr>,
+    service_send: Option<ProxyVersion>,
 ) -> Vec<BackendSpec> {
     let Some(raw) = raw else {
         r.value(
@@ -233,8 +306,14 @@ fn backends(
             .weight
             .and_then(|w| values::between::<u32>(r, &bat.key("weight"), w, 1, 256))
             .unwrap_or(default::WEIGHT);
+        let send_proxy = match b.proxy_protocol.as_deref() {
+            None => service_send,
+            Some("none") => None,
+            Some(w) => values::word(r, &bat.key("proxy_protocol"), w, PROXY_WORDS).flatten(),
+        };
         all_parsed &= address.is_some();
         out.push(BackendSpec {
+            send_proxy,
             address: BackendAddress(address.unwrap_or(PLACEHOLDER_ADDR)),
             name,
             weight: NonZeroU32::new(weight).unwrap_or(NonZeroU32::MIN),
