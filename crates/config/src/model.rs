@@ -79,6 +79,16 @@ pub struct Admission {
     pub limits: SourceLimits,
 }
 
+impl Admission {
+    /// No rule at all: every connection is admitted without a look.
+    pub fn is_open(&self) -> bool {
+        self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.proxy_accept.is_none()
+            && self.limits.is_off()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyAccept {
     pub trusted: Vec<IpPrefix>,

@@ -6,10 +6,10 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::BackendAddress;
+use crate::{BackendAddress, ProxyVersion};
 
 /// What an operator or a scheduler sees of a backend at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,8 @@ pub struct Backend {
     bytes_to_client: AtomicU64,
     connect_failures: [AtomicU64; 3],
     consecutive_connect_failures: AtomicU32,
+    /// The PROXY header written before the client's bytes: 0 none, 1 v1, 2 v2.
+    send_proxy: AtomicU8,
 }
 
 impl Backend {
@@ -98,6 +100,7 @@ impl Backend {
             bytes_to_client: AtomicU64::new(0),
             connect_failures: Default::default(),
             consecutive_connect_failures: AtomicU32::new(0),
+            send_proxy: AtomicU8::new(0),
         }
     }
 
@@ -124,6 +127,25 @@ impl Backend {
 
     pub fn set_backup(&self, backup: bool) {
         self.backup.store(backup, Relaxed);
+    }
+
+    /// The PROXY header the listener writes to this backend (and whose
+    /// `LOCAL` form health checks on the traffic port send).
+    pub fn send_proxy(&self) -> Option<ProxyVersion> {
+        match self.send_proxy.load(Relaxed) {
+            1 => Some(ProxyVersion::V1),
+            2 => Some(ProxyVersion::V2),
+            _ => None,
+        }
+    }
+
+    pub fn set_send_proxy(&self, version: Option<ProxyVersion>) {
+        let v = match version {
+            None => 0,
+            Some(ProxyVersion::V1) => 1,
+            Some(ProxyVersion::V2) => 2,
+        };
+        self.send_proxy.store(v, Relaxed);
     }
 
     pub fn is_up(&self) -> bool {

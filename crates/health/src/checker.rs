@@ -365,7 +365,7 @@ impl Watcher {
             let address = self.member.backend.address();
             let outcome = tokio::select! {
                 _ = stop.cancelled() => return,
-                outcome = plan.prober.probe(address) => outcome,
+                outcome = plan.prober.probe_with(address, self.member.backend.send_proxy()) => outcome,
             };
             // Ejected while the probe ran: the probe started before, so it
             // does not count towards `rise`.

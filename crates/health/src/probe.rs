@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use tandem_config::{Health, HealthKind};
+use tandem_config::{Health, HealthKind, ProxyVersion};
 use tandem_core::BackendAddress;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
@@ -188,6 +188,34 @@ impl Prober {
 
     /// Probes one backend; takes at most the configured timeout.
     pub async fn probe(&self, address: BackendAddress) -> Outcome {
+        self.probe_with(address, None).await
+    }
+
+    /// Probes one backend that takes a PROXY header of `proxy` on its
+    /// traffic port: a probe to that port (no `port` override) starts with a
+    /// `LOCAL` header, as a backend that requires the header expects.
+    pub async fn probe_with(
+        &self,
+        address: BackendAddress,
+        proxy: Option<ProxyVersion>,
+    ) -> Outcome {
+        let header = match (proxy, self.port) {
+            (Some(version), None) => {
+                let mut bytes = Vec::with_capacity(16);
+                let version = match version {
+                    ProxyVersion::V1 => tandem_proxy_protocol::Version::V1,
+                    ProxyVersion::V2 => tandem_proxy_protocol::Version::V2,
+                };
+                tandem_proxy_protocol::encode(
+                    version,
+                    &tandem_proxy_protocol::Header::local(),
+                    &mut bytes,
+                );
+                bytes
+            }
+            _ => Vec::new(),
+        };
+        let header = header.as_slice();
         let target = self.target(address);
         let start = Instant::now();
         let phase = AtomicU8::new(CONNECTING);
@@ -195,9 +223,12 @@ impl Prober {
             Kind::None => Ok("no active check".to_owned()),
             // Without `expect`, silence until the timeout is success: that
             // probe bounds itself.
-            Kind::Udp(check) if check.expect.is_none() => self.udp_silence(check, target).await,
+            Kind::Udp(check) if check.expect.is_none() => {
+                self.udp_silence(check, target, header).await
+            }
             kind => {
-                match tokio::time::timeout(self.timeout, self.run(kind, target, &phase)).await {
+                let run = self.run(kind, target, &phase, header);
+                match tokio::time::timeout(self.timeout, run).await {
                     Ok(result) => result,
                     Err(_) => Err(ProbeFailure::Timeout {
                         after: self.timeout,
@@ -233,18 +264,25 @@ impl Prober {
         kind: &Kind,
         target: SocketAddr,
         phase: &AtomicU8,
+        header: &[u8],
     ) -> Result<String, ProbeFailure> {
         match kind {
             Kind::None => Ok("no active check".to_owned()),
             Kind::Tcp => {
-                let stream = connect(target).await?;
+                let mut stream = connect(target).await?;
+                if !header.is_empty() {
+                    stream
+                        .write_all(header)
+                        .await
+                        .map_err(|e| io_reason("send", &e))?;
+                }
                 drop(stream);
                 Ok("connected".to_owned())
             }
             Kind::Http(check) => {
                 let mut stream = connect(target).await?;
                 phase.store(RESPONSE, Relaxed);
-                let request = check.request(target, None);
+                let request = [header, &check.request(target, None)].concat();
                 let response = http::exchange(&mut stream, &request)
                     .await
                     .map_err(|e| http_reason(&e));
@@ -252,7 +290,12 @@ impl Prober {
                 check.judge(response?)
             }
             Kind::Https(check, tls) => {
-                let tcp = connect(target).await?;
+                let mut tcp = connect(target).await?;
+                if !header.is_empty() {
+                    tcp.write_all(header)
+                        .await
+                        .map_err(|e| io_reason("send", &e))?;
+                }
                 phase.store(HANDSHAKE, Relaxed);
                 let name = tls.server_name(target.ip());
                 let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
@@ -273,7 +316,7 @@ impl Prober {
             Kind::Udp(check) => {
                 let socket = udp_connect(target).await?;
                 socket
-                    .send(&check.send)
+                    .send(&[header, &check.send].concat())
                     .await
                     .map_err(|e| io_reason("send", &e))?;
                 let expect = check.expect.as_deref().unwrap_or("");
@@ -297,6 +340,7 @@ impl Prober {
         &self,
         check: &UdpCheck,
         target: SocketAddr,
+        header: &[u8],
     ) -> Result<String, ProbeFailure> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let socket = tokio::time::timeout_at(deadline, udp_connect(target))
@@ -306,7 +350,7 @@ impl Prober {
                 phase: Phase::Binding,
             })??;
         socket
-            .send(&check.send)
+            .send(&[header, &check.send].concat())
             .await
             .map_err(|e| io_reason("send", &e))?;
         let mut buf = [0u8; 1];

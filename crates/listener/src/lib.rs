@@ -11,6 +11,7 @@
 //! survives every accept error, pausing when descriptors run out. This crate
 //! installs no signal handler and never exits the process.
 
+mod admission;
 mod bind;
 mod holder;
 mod metrics;
@@ -19,6 +20,7 @@ mod service;
 mod tcp;
 mod udp;
 
+pub use admission::{allowed, source_of, Refusal, Refusals, SourceGuard, SourceTable};
 pub use bind::{bind_tcp, bind_udp, BindError};
 pub use holder::PortHolder;
 pub use metrics::ListenerMetrics;

@@ -144,7 +144,7 @@ impl BackendCollector {
             )?,
             rejected: family(
                 "tandem_connections_rejected_total",
-                "Client connections closed without a backend, by reason (max_connections, no_backend).",
+                "Client connections closed without a backend, by reason (max_connections, no_backend, denied, proxy_untrusted, proxy_missing, proxy_malformed, proxy_timeout, source_connections, source_rate).",
                 &["service", "reason"],
                 MetricType::COUNTER,
             )?,
@@ -168,7 +168,7 @@ impl BackendCollector {
             )?,
             udp_dropped: family(
                 "tandem_udp_dropped_total",
-                "UDP datagrams dropped, by reason (max_sessions, no_backend, busy, backend_refused).",
+                "UDP datagrams dropped, by reason (max_sessions, no_backend, busy, backend_refused, and the admission reasons: denied, source_connections, source_rate).",
                 &["service", "reason"],
                 MetricType::COUNTER,
             )?,
@@ -320,7 +320,7 @@ impl Collector for BackendCollector {
                         bytes.load(Relaxed) as f64,
                     ));
                 }
-                for (reason, value) in u.drops() {
+                for (reason, value) in u.drops().into_iter().chain(c.refused.counts()) {
                     udp_dropped.mut_metric().push(metric(
                         MetricType::COUNTER,
                         &[("service", s), ("reason", reason)],
@@ -329,10 +329,11 @@ impl Collector for BackendCollector {
                 }
                 continue;
             }
-            for (reason, value) in [
+            let limits = [
                 ("max_connections", c.rejected_over_limit.load(Relaxed)),
                 ("no_backend", c.no_backend.load(Relaxed)),
-            ] {
+            ];
+            for (reason, value) in limits.into_iter().chain(c.refused.counts()) {
                 rejected.mut_metric().push(metric(
                     MetricType::COUNTER,
                     &[("service", s), ("reason", reason)],

@@ -15,6 +15,8 @@ use tandem_core::{Backend, BackendSet, ConnectFailure};
 use tandem_scheduler::Scheduler;
 use tracing::debug;
 
+use crate::admission::{Refusals, SourceTable};
+
 /// One consistent view of a service: its config, its backends and the scheduler
 /// built for exactly those backends. Replaced whole, never mutated.
 #[derive(Debug)]
@@ -41,15 +43,20 @@ impl Snapshot {
                         {
                             kept.set_weight(spec.weight);
                             kept.set_backup(spec.backup);
+                            kept.set_send_proxy(spec.send_proxy);
                             Arc::clone(kept)
                         }
-                        _ => Arc::new(Backend::new(
-                            spec.address,
-                            spec.name.as_deref(),
-                            spec.weight,
-                            spec.backup,
-                            initially_up,
-                        )),
+                        _ => {
+                            let new = Backend::new(
+                                spec.address,
+                                spec.name.as_deref(),
+                                spec.weight,
+                                spec.backup,
+                                initially_up,
+                            );
+                            new.set_send_proxy(spec.send_proxy);
+                            Arc::new(new)
+                        }
                     },
                 )
                 .collect(),
@@ -92,6 +99,8 @@ pub struct ServiceCounters {
     pub active: AtomicU64,
     /// UDP services only.
     pub udp: UdpCounters,
+    /// Turned away by `allow`/`deny`, `limits` or `proxy_protocol.accept`.
+    pub refused: Refusals,
 }
 
 impl ServiceCounters {
@@ -134,6 +143,8 @@ pub struct ServiceState {
     pub name: String,
     pub snapshot: ArcSwap<Snapshot>,
     pub counters: ServiceCounters,
+    /// Per-source counts for `limits`; kept across reloads.
+    pub sources: Arc<SourceTable>,
     pub(crate) duration: Histogram,
 }
 
@@ -146,6 +157,7 @@ impl ServiceState {
             duration,
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, None)),
             counters: ServiceCounters::default(),
+            sources: Arc::default(),
         })
     }
 

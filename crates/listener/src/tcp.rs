@@ -15,8 +15,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use tandem_core::ProxyVersion;
+use tandem_proxy_protocol::Header;
+
+use crate::admission::{allowed, proxy_version, read_header, Refusal, SourceGuard};
 use crate::bind::ListenerOptions;
 use crate::service::{ServiceState, Snapshot};
+
+/// The most the first write to a backend carries (header and client bytes).
+const FIRST_WRITE: usize = 16 * 1024;
 
 /// How long the accept loop pauses when the process is out of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -176,9 +183,25 @@ struct Connection {
 /// fields in place: an `async fn` copies its argument into a local, and a
 /// local copy of a field lives in the task next to the original.
 #[allow(clippy::manual_async_fn)] // on purpose, see above
-fn serve(task: Connection) -> impl std::future::Future<Output = ()> + Send + 'static {
+fn serve(mut task: Connection) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
         let started = Instant::now();
+        // Admission (PROXY header, allow/deny, per-source limits): boxed, and
+        // skipped when the service has no rules, so a connection without
+        // them carries none of its state.
+        let mut admitted = None;
+        if !task.snapshot.config.admission.is_open() {
+            match Box::pin(admit(&task)).await {
+                Ok(a) => {
+                    task.peer = a.client;
+                    admitted = Some(Box::new(a));
+                }
+                Err(refusal) => {
+                    task.refused(refusal);
+                    return;
+                }
+            }
+        }
         // The client leg's TCP_NODELAY and keepalive came with it from the
         // listening socket (see `ListenerOptions`).
         let connecting = connect_any(&task.slot.service.name, &task.snapshot, task.peer);
@@ -188,6 +211,24 @@ fn serve(task: Connection) -> impl std::future::Future<Output = ()> + Send + 'st
             task.connect_failed(started);
             return;
         };
+        let version = active.backend().send_proxy();
+        let mut sent_first = 0;
+        if version.is_some() || admitted.as_ref().is_some_and(|a| !a.leftover.is_empty()) {
+            let first = Box::pin(task.send_first(&upstream, version, admitted.as_deref_mut()));
+            match first.await {
+                Ok(n) => sent_first = n,
+                Err(e) => {
+                    let relayed = Relayed {
+                        from_client: 0,
+                        to_client: 0,
+                        ending: Ending::BackendReset(e),
+                    };
+                    task.finished(started, active.backend(), &relayed, 0);
+                    return;
+                }
+            }
+            active.backend().add_bytes_from_client(sent_first);
+        }
         let relayed = task
             .forwarder
             .relay(
@@ -198,10 +239,59 @@ fn serve(task: Connection) -> impl std::future::Future<Output = ()> + Send + 'st
                 &task.cut,
             )
             .await;
-        task.finished(started, active.backend(), &relayed);
-        // Counted open until here.
+        task.finished(started, active.backend(), &relayed, sent_first);
+        // Counted open until here, and so is the source's slot.
         drop(active);
+        drop(admitted);
     }
+}
+
+/// What admission found out about a connection.
+struct Admitted {
+    /// The client: from the PROXY header when one was accepted.
+    client: SocketAddr,
+    /// From the PROXY header: where the client connected to.
+    destination: Option<SocketAddr>,
+    /// The client's bytes that arrived with the PROXY header.
+    leftover: Vec<u8>,
+    /// Holds one of the source's `connections_per_source`.
+    _source: Option<SourceGuard>,
+}
+
+/// Applies the service's admission rules to a new connection.
+async fn admit(task: &Connection) -> Result<Admitted, Refusal> {
+    let admission = &task.snapshot.config.admission;
+    let mut client = task.peer;
+    let mut destination = None;
+    let mut leftover = Vec::new();
+    if let Some(accept) = &admission.proxy_accept {
+        if !accept.trusted.iter().any(|n| n.contains(task.peer.ip())) {
+            return Err(Refusal::ProxyUntrusted);
+        }
+        let (header, rest) = read_header(&task.client, accept.timeout).await?;
+        leftover = rest;
+        // A LOCAL header (the proxy's own health check) keeps the socket's addresses.
+        if let (Some(source), Some(a)) = (header.source(), header.addresses) {
+            client = source;
+            destination = Some(a.destination);
+        }
+    }
+    if !allowed(admission, client.ip()) {
+        return Err(Refusal::Denied);
+    }
+    let limits = &admission.limits;
+    let source = if limits.is_off() {
+        None
+    } else {
+        let table = &task.slot.service.sources;
+        Some(table.admit(client.ip(), limits, std::time::Instant::now())?)
+    };
+    Ok(Admitted {
+        client,
+        destination,
+        leftover,
+        _source: source,
+    })
 }
 
 impl Connection {
@@ -211,6 +301,71 @@ impl Connection {
             mode: config.forwarding,
             idle_timeout: config.idle_timeout,
             backend_keepalive: config.tcp_keepalive,
+        }
+    }
+
+    /// Writes what goes to the backend before the relay: the PROXY header,
+    /// the client bytes that came with an accepted header, and whatever the
+    /// client has already sent, so that they leave in one segment. Returns
+    /// how many client bytes it wrote.
+    async fn send_first(
+        &self,
+        upstream: &TcpStream,
+        version: Option<ProxyVersion>,
+        admitted: Option<&mut Admitted>,
+    ) -> io::Result<u64> {
+        let mut first = Vec::with_capacity(FIRST_WRITE);
+        let (leftover, destination) = match admitted {
+            Some(a) => (std::mem::take(&mut a.leftover), a.destination),
+            None => (Vec::new(), None),
+        };
+        if let Some(version) = version {
+            let destination = match destination {
+                Some(d) => d,
+                None => self.client.local_addr()?,
+            };
+            let header = Header::tcp(self.peer, destination);
+            tandem_proxy_protocol::encode(proxy_version(version), &header, &mut first);
+        }
+        let header_len = first.len();
+        first.extend_from_slice(&leftover);
+        if first.len() < FIRST_WRITE {
+            // Not waiting: a client that speaks first has usually sent its
+            // request by now. An end of file read here is read again by the relay.
+            match self.client.try_read_buf(&mut first) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        upstream.writable().await?;
+        let mut written = 0;
+        while written < first.len() {
+            match upstream.try_write(&first[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => upstream.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((first.len() - header_len) as u64)
+    }
+
+    fn refused(&self, refusal: Refusal) {
+        let service = &self.slot.service;
+        service
+            .counters
+            .refused
+            .record(&service.name, self.peer, refusal);
+        if self.snapshot.config.access_log {
+            access_log(
+                &service.name,
+                self.peer,
+                None,
+                Duration::ZERO,
+                0,
+                0,
+                refusal.as_str(),
+            );
         }
     }
 
@@ -230,7 +385,7 @@ impl Connection {
         }
     }
 
-    fn finished(&self, started: Instant, backend: &Backend, relayed: &Relayed) {
+    fn finished(&self, started: Instant, backend: &Backend, relayed: &Relayed, sent_first: u64) {
         let service = &self.slot.service;
         let elapsed = started.elapsed();
         service.duration.observe(elapsed.as_secs_f64());
@@ -249,14 +404,14 @@ impl Connection {
                 self.peer,
                 Some(backend.label()),
                 elapsed,
-                relayed.from_client,
+                relayed.from_client + sent_first,
                 relayed.to_client,
                 relayed.ending.as_str(),
             );
         } else {
             debug!(
                 backend = %backend.label(),
-                from_client = relayed.from_client,
+                from_client = relayed.from_client + sent_first,
                 to_client = relayed.to_client,
                 ending = relayed.ending.as_str(),
                 "connection ended"

@@ -32,6 +32,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::recvmmsg::{send_batch, RecvBatch, SEND_BATCH};
+use socket2::SockRef;
+use std::io::IoSlice;
+use tandem_proxy_protocol::{Addresses, Command, Header, Transport};
+
+use crate::admission::{allowed, proxy_version, Refusal, SourceGuard};
 use crate::service::{ServiceState, Snapshot};
 
 /// The largest UDP payload.
@@ -60,6 +65,8 @@ struct Session {
     upstream: std::net::UdpSocket,
     backend: Arc<Backend>,
     shared: Arc<SessionShared>,
+    /// `proxy_protocol.send: v2`: the header sent in front of every datagram.
+    proxy_header: Option<Box<[u8]>>,
 }
 
 /// What the receive loop and the session's reply task share.
@@ -148,13 +155,36 @@ impl UdpAcceptor {
             }
             entry => {
                 let snapshot = self.service.snapshot.load();
+                let admission = &snapshot.config.admission;
+                let mut source = None;
+                if !admission.is_open() {
+                    let admitted = if !allowed(admission, client.ip()) {
+                        Err(Refusal::Denied)
+                    } else if admission.limits.is_off() {
+                        Ok(None)
+                    } else {
+                        let now = std::time::Instant::now();
+                        self.service
+                            .sources
+                            .admit(client.ip(), &admission.limits, now)
+                            .map(Some)
+                    };
+                    match admitted {
+                        Ok(guard) => source = guard,
+                        Err(refusal) => {
+                            let name = &self.service.name;
+                            self.service.counters.refused.record(name, client, refusal);
+                            return;
+                        }
+                    }
+                }
                 if let Some(max) = snapshot.config.udp.max_sessions {
                     if counters.sessions_active.load(Relaxed) >= u64::from(max.get()) {
                         counters.dropped_max_sessions.fetch_add(1, Relaxed);
                         return;
                     }
                 }
-                let opened = match self.open_session(&snapshot, client) {
+                let opened = match self.open_session(&snapshot, client, source) {
                     Ok(Some(session)) => session,
                     Ok(None) => {
                         counters.dropped_no_backend.fetch_add(1, Relaxed);
@@ -177,7 +207,13 @@ impl UdpAcceptor {
         };
         session.shared.requests.fetch_add(1, Relaxed);
         session.shared.touch(now);
-        match session.upstream.send(datagram) {
+        let sent = match &session.proxy_header {
+            None => session.upstream.send(datagram),
+            Some(header) => SockRef::from(&session.upstream)
+                .send_vectored(&[IoSlice::new(header), IoSlice::new(datagram)])
+                .map(|n| n.saturating_sub(header.len())),
+        };
+        match sent {
             Ok(n) => session.backend.add_bytes_from_client(n as u64),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 // An earlier datagram drew an ICMP port unreachable.
@@ -196,6 +232,7 @@ impl UdpAcceptor {
         &self,
         snapshot: &Arc<Snapshot>,
         client: SocketAddr,
+        source: Option<SourceGuard>,
     ) -> io::Result<Option<Session>> {
         let Some(index) = tandem_scheduler::pick(
             &*snapshot.scheduler,
@@ -238,12 +275,30 @@ impl UdpAcceptor {
             upstream,
             shared: Arc::clone(&shared),
             cut: self.cut.clone(),
+            _source: source,
         };
         self.tracker.spawn(task.run());
+        let proxy_header = match backend.send_proxy() {
+            Some(version) => {
+                let header = Header {
+                    command: Command::Proxy,
+                    transport: Transport::Datagram,
+                    addresses: Some(Addresses {
+                        source: client,
+                        destination: self.socket.local_addr()?,
+                    }),
+                };
+                let mut bytes = Vec::with_capacity(64);
+                tandem_proxy_protocol::encode(proxy_version(version), &header, &mut bytes);
+                Some(bytes.into_boxed_slice())
+            }
+            None => None,
+        };
         Ok(Some(Session {
             upstream: sender,
             backend,
             shared,
+            proxy_header,
         }))
     }
 }
@@ -263,6 +318,8 @@ struct ReplyTask {
     upstream: UdpSocket,
     shared: Arc<SessionShared>,
     cut: CancellationToken,
+    /// Holds one of the source's `connections_per_source` while the session lives.
+    _source: Option<SourceGuard>,
 }
 
 /// Why a session ended, for the access log.

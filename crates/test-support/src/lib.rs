@@ -8,10 +8,12 @@
 
 mod backends;
 pub mod netns;
+mod peers;
 mod process;
 mod tls;
 
 pub use backends::{Blackhole, DrainThenReply, EchoServer, HoldServer, NamedServer, UdpNamedEcho};
+pub use peers::Peer;
 pub use process::Tandem;
 pub use tls::{http_server, https_server, https_server_on, HttpState, Pki};
 
