@@ -40,9 +40,14 @@ PORTS = {  # target -> (bulk, http, idle, dns)
     # Only with --baseline: a second tandem binary (say, the last commit's)
     # measured in the same rounds, so before/after is a ratio within one run.
     "tandem-base": (25001, 25002, 25003, 25004),
+    # Only with --proxy-protocol: tandem again, its http service sending a
+    # PROXY v2 header to a backend port that requires one.
+    "tandem-pp": (26001, 26002, 26003, 26004),
 }
 TANDEM_ADMIN = 21099
 TANDEM_BASE_ADMIN = 25099
+TANDEM_PP_ADMIN = 26099
+HTTP_PP = 18083
 
 
 def cpu_seconds(pid):
@@ -149,6 +154,8 @@ http {{
   uwsgi_temp_path {self.dir}; scgi_temp_path {self.dir};
   server {{ listen 127.0.0.1:{HTTP}; listen 127.0.0.1:{IDLE_BACKEND};
     location / {{ return 200 "ok\\n"; }} }}
+  server {{ listen 127.0.0.1:{HTTP_PP} proxy_protocol;
+    location / {{ return 200 "ok\\n"; }} }}
 }}
 """)
         self.start("backend-nginx", LOAD_CPU, ["nginx", "-p", self.dir, "-c", conf])
@@ -174,18 +181,20 @@ zone:
 """)
         self.start("nsd", LOAD_CPU, ["nsd", "-d", "-c", nsd])
         self.write("queries.txt", "www.bench.test A\n" * 1000)
-        for port in (IPERF, HTTP, IDLE_BACKEND):
+        for port in (IPERF, HTTP, IDLE_BACKEND, HTTP_PP):
             wait_port(port)
 
-    def tandem(self, name, binary, admin):
+    def tandem(self, name, binary, admin, proxy_protocol=False):
         b, h, i, d = PORTS[name]
+        http = (f'backends: [{{ address: "127.0.0.1:{HTTP_PP}" }}], proxy_protocol: {{ send: v2 }}' if proxy_protocol
+                else f'backends: [{{ address: "127.0.0.1:{HTTP}" }}]')
         conf = self.write(name + ".yaml", f"""
 admin: {{ listen: 127.0.0.1:{admin} }}
 runtime: {{ worker_threads: {self.workers} }}
 defaults: {{ connect_timeout: 3s, idle_timeout: 1h, forwarding: {self.forwarding} }}
 services:
   - {{ name: bulk, listen: 127.0.0.1:{b}, backends: [{{ address: "127.0.0.1:{IPERF}" }}] }}
-  - {{ name: http, listen: 127.0.0.1:{h}, backends: [{{ address: "127.0.0.1:{HTTP}" }}] }}
+  - {{ name: http, listen: 127.0.0.1:{h}, {http} }}
   - {{ name: idle, listen: 127.0.0.1:{i}, backends: [{{ address: "127.0.0.1:{IDLE_BACKEND}" }}] }}
   - name: dns
     protocol: udp
@@ -200,6 +209,8 @@ services:
             self.tandem("tandem", self.tandem_bin, TANDEM_ADMIN)
         if "tandem-base" in self.targets:
             self.tandem("tandem-base", self.baseline, TANDEM_BASE_ADMIN)
+        if "tandem-pp" in self.targets:
+            self.tandem("tandem-pp", self.tandem_bin, TANDEM_PP_ADMIN, proxy_protocol=True)
         for name, splice in (("haproxy-splice", True), ("haproxy", False)):
             if name not in self.targets:
                 continue
@@ -448,7 +459,9 @@ def main():
                     help="cores tandem is pinned to (taskset -c list); the other proxies stay on core " + PROXY_CPU)
     ap.add_argument("--forwarding", default="splice", choices=["splice", "copy"])
     ap.add_argument("--baseline", help="a second tandem binary measured in the same rounds as target tandem-base")
-    ap.add_argument("--targets", help="comma-separated subset of: direct,tandem,tandem-base,haproxy-splice,haproxy,nginx")
+    ap.add_argument("--proxy-protocol", action="store_true",
+                    help="also target tandem-pp: tandem sending a PROXY v2 header to the http backend (an nginx port with proxy_protocol)")
+    ap.add_argument("--targets", help="comma-separated subset of: direct,tandem,tandem-base,tandem-pp,haproxy-splice,haproxy,nginx")
     ap.add_argument("--workloads", help="comma-separated subset of: bulk1,bulk4,conn,keepalive,dns,idle")
     ap.add_argument("--out", default="benches/results")
     args = ap.parse_args()
@@ -457,7 +470,8 @@ def main():
     os.sched_setaffinity(0, {int(LOAD_CPU)})
     rounds = args.rounds or (1 if args.quick else 5)
     seconds = args.seconds or (2 if args.quick else 5)
-    targets = ["direct", "tandem"] + (["tandem-base"] if args.baseline else []) + ["haproxy-splice", "haproxy", "nginx"]
+    targets = (["direct", "tandem"] + (["tandem-base"] if args.baseline else [])
+               + (["tandem-pp"] if args.proxy_protocol else []) + ["haproxy-splice", "haproxy", "nginx"])
     if args.targets:
         targets = [t for t in args.targets.split(",") if t]
         unknown = set(targets) - set(PORTS)
@@ -594,6 +608,11 @@ def main():
             proxy, load = get(t, w, "proxy_core_busy"), get(t, w, "load_core_busy")
             cells.append(("–" if proxy is None else f"{proxy[0]:.0f}") + " / " + ("–" if load is None else f"{load[0]:.0f}"))
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    if "tandem-pp" in targets and "tandem" in targets:
+        pp, plain = get("tandem-pp", "conn", "cpu_us_per_req"), get("tandem", "conn", "cpu_us_per_req")
+        if pp and plain:
+            lines += ["", f"PROXY v2 on every new connection: {pp[0]:.1f} / {plain[0]:.1f} µs per connection = "
+                      f"{pp[0] / plain[0]:.3f} × tandem without it (medians, same rounds)"]
     if failed:
         lines += ["", f"WARNING: too few sockets for {', '.join(failed)}: that traffic may not have gone through the proxy."]
     lines += ["", f"tandem counters after the run: {json.dumps(counters)}"]
