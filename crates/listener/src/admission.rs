@@ -18,6 +18,8 @@ use tandem_proxy_protocol::{decode, DecodeError, Decoded, Header, MAX_HEADER_LEN
 use tokio::net::TcpStream;
 use tracing::warn;
 
+use crate::budget::LogEverySecond;
+
 /// The codec's name for a configured version.
 pub(crate) fn proxy_version(v: ProxyVersion) -> tandem_proxy_protocol::Version {
     match v {
@@ -100,12 +102,8 @@ impl From<&DecodeError> for Refusal {
 #[derive(Debug, Default)]
 pub struct Refusals {
     counts: [AtomicU64; 7],
-    /// Per reason: milliseconds since `EPOCH` of the last log line, plus one.
-    logged: [AtomicU64; 7],
+    logged: [LogEverySecond; 7],
 }
-
-/// A fixed origin for the log clock; any instant before the first refusal.
-static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 impl Refusals {
     /// Counts one refusal and logs it unless this reason was logged less than
@@ -113,15 +111,7 @@ impl Refusals {
     pub fn record(&self, service: &str, client: SocketAddr, refusal: Refusal) {
         let i = refusal.index();
         let total = self.counts[i].fetch_add(1, Relaxed) + 1;
-        let epoch = *EPOCH.get_or_init(Instant::now);
-        let now = epoch.elapsed().as_millis() as u64 + 1;
-        let last = self.logged[i].load(Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= 1000;
-        if due
-            && self.logged[i]
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
+        if self.logged[i].due() {
             warn!(
                 service,
                 client = %client,

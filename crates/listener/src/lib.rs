@@ -13,6 +13,7 @@
 
 mod admission;
 mod bind;
+mod budget;
 mod holder;
 mod metrics;
 mod recvmmsg;
@@ -22,6 +23,7 @@ mod udp;
 
 pub use admission::{allowed, source_of, Refusal, Refusals, SourceGuard, SourceTable};
 pub use bind::{bind_tcp, bind_udp, BindError};
+pub use budget::{BudgetGuard, SessionBudget, DAEMON_RESERVE};
 pub use holder::PortHolder;
 pub use metrics::ListenerMetrics;
 pub use service::{ServiceCounters, ServiceState, Services, Snapshot, UdpCounters};

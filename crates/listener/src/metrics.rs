@@ -168,7 +168,7 @@ impl BackendCollector {
             )?,
             udp_dropped: family(
                 "tandem_udp_dropped_total",
-                "UDP datagrams dropped, by reason (max_sessions, no_backend, busy, backend_refused, and the admission reasons: denied, source_connections, source_rate).",
+                "UDP datagrams dropped, by reason (max_sessions, fd_budget, no_backend, busy, backend_refused, and the admission reasons: denied, source_connections, source_rate).",
                 &["service", "reason"],
                 MetricType::COUNTER,
             )?,

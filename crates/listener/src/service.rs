@@ -122,16 +122,18 @@ pub struct UdpCounters {
     pub dropped_no_backend: AtomicU64,
     pub dropped_busy: AtomicU64,
     pub dropped_refused: AtomicU64,
+    pub dropped_fd_budget: AtomicU64,
 }
 
 impl UdpCounters {
     /// Drop counters by reason, as exported.
-    pub fn drops(&self) -> [(&'static str, u64); 4] {
+    pub fn drops(&self) -> [(&'static str, u64); 5] {
         [
             ("max_sessions", self.dropped_max_sessions.load(Relaxed)),
             ("no_backend", self.dropped_no_backend.load(Relaxed)),
             ("busy", self.dropped_busy.load(Relaxed)),
             ("backend_refused", self.dropped_refused.load(Relaxed)),
+            ("fd_budget", self.dropped_fd_budget.load(Relaxed)),
         ]
     }
 }

@@ -37,6 +37,7 @@ use std::io::IoSlice;
 use tandem_proxy_protocol::{Addresses, Command, Header, Transport};
 
 use crate::admission::{allowed, proxy_version, Refusal, SourceGuard};
+use crate::budget::{BudgetGuard, SessionBudget};
 use crate::service::{ServiceState, Snapshot};
 
 /// The largest UDP payload.
@@ -57,12 +58,15 @@ pub struct UdpAcceptor {
     pub tracker: TaskTracker,
     /// Cancelled when this service's sessions must end (after a drain).
     pub cut: CancellationToken,
+    /// The process's share of descriptors for UDP sessions, across services.
+    pub budget: Arc<SessionBudget>,
 }
 
 /// What the receive loop keeps of a session.
 struct Session {
-    /// The session's connected upstream socket (a std handle: sends are one syscall).
-    upstream: std::net::UdpSocket,
+    /// The session's connected upstream socket, shared with its reply task
+    /// (one descriptor per session); sent on directly, one syscall each.
+    upstream: Arc<UdpSocket>,
     backend: Arc<Backend>,
     shared: Arc<SessionShared>,
     /// `proxy_protocol.send: v2`: the header sent in front of every datagram.
@@ -184,7 +188,11 @@ impl UdpAcceptor {
                         return;
                     }
                 }
-                let opened = match self.open_session(&snapshot, client, source) {
+                let Some(share) = self.budget.take(&self.service.name) else {
+                    counters.dropped_fd_budget.fetch_add(1, Relaxed);
+                    return;
+                };
+                let opened = match self.open_session(&snapshot, client, source, share) {
                     Ok(Some(session)) => session,
                     Ok(None) => {
                         counters.dropped_no_backend.fetch_add(1, Relaxed);
@@ -207,9 +215,10 @@ impl UdpAcceptor {
         };
         session.shared.requests.fetch_add(1, Relaxed);
         session.shared.touch(now);
+        let upstream = SockRef::from(session.upstream.as_ref());
         let sent = match &session.proxy_header {
-            None => session.upstream.send(datagram),
-            Some(header) => SockRef::from(&session.upstream)
+            None => upstream.send(datagram),
+            Some(header) => upstream
                 .send_vectored(&[IoSlice::new(header), IoSlice::new(datagram)])
                 .map(|n| n.saturating_sub(header.len())),
         };
@@ -233,6 +242,7 @@ impl UdpAcceptor {
         snapshot: &Arc<Snapshot>,
         client: SocketAddr,
         source: Option<SourceGuard>,
+        share: BudgetGuard,
     ) -> io::Result<Option<Session>> {
         let Some(index) = tandem_scheduler::pick(
             &*snapshot.scheduler,
@@ -255,8 +265,7 @@ impl UdpAcceptor {
         let std_socket = std::net::UdpSocket::bind(bind)?;
         std_socket.connect(target)?;
         std_socket.set_nonblocking(true)?;
-        let sender = std_socket.try_clone()?;
-        let upstream = UdpSocket::from_std(std_socket)?;
+        let upstream = Arc::new(UdpSocket::from_std(std_socket)?);
         let shared = Arc::new(SessionShared {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -272,10 +281,11 @@ impl UdpAcceptor {
             backend: Arc::clone(&backend),
             client,
             listen: Arc::clone(&self.sender),
-            upstream,
+            upstream: Arc::clone(&upstream),
             shared: Arc::clone(&shared),
             cut: self.cut.clone(),
             _source: source,
+            _share: share,
         };
         self.tracker.spawn(task.run());
         let proxy_header = match backend.send_proxy() {
@@ -295,7 +305,7 @@ impl UdpAcceptor {
             None => None,
         };
         Ok(Some(Session {
-            upstream: sender,
+            upstream,
             backend,
             shared,
             proxy_header,
@@ -315,11 +325,13 @@ struct ReplyTask {
     backend: Arc<Backend>,
     client: SocketAddr,
     listen: Arc<std::net::UdpSocket>,
-    upstream: UdpSocket,
+    upstream: Arc<UdpSocket>,
     shared: Arc<SessionShared>,
     cut: CancellationToken,
     /// Holds one of the source's `connections_per_source` while the session lives.
     _source: Option<SourceGuard>,
+    /// Holds the session's descriptor in the process's budget.
+    _share: BudgetGuard,
 }
 
 /// Why a session ended, for the access log.

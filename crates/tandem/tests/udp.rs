@@ -345,3 +345,105 @@ async fn real_dns_answers_through_tandem_over_udp_and_tcp() {
     let dig_tcp = tokio::task::spawn_blocking(move || dig(listen, "ns.example.test", true));
     assert_eq!(dig_tcp.await.unwrap(), "198.18.0.53");
 }
+
+/// 25,000 sources, each opening a session with one datagram, against a daemon
+/// limited to 4,096 descriptors: UDP sessions stop at their share (half of the
+/// limit, less the daemon's reserve) and the TCP service in the same process
+/// answers every connection throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_flood_from_25000_sources_leaves_tcp_its_descriptors() {
+    const NOFILE: u64 = 4096;
+    const SOURCES: u32 = 25_000;
+    let budget = tandem_listener::SessionBudget::for_open_file_limit(NOFILE).max();
+    let api = test_support::NamedServer::start("api").await;
+    let dns = UdpNamedEcho::start("dns").await;
+    let (admin, udp_listen, tcp_listen) = (free_addr(), free_addr(), free_addr());
+    let yaml = format!(
+        "admin:\n  listen: {admin}\nservices:\n  - name: api\n    listen: {tcp_listen}\n    backends: [{{ address: \"{}\" }}]\n  - name: dns\n    protocol: udp\n    listen: {udp_listen}\n    udp: {{ session_timeout: 60s }}\n    backends: [{{ address: \"{}\" }}]\n",
+        api.addr(),
+        dns.addr()
+    );
+    let Some(mut tandem) = Tandem::spawn_with_open_file_limit(bin(), &yaml, NOFILE) else {
+        eprintln!("SKIPPED: prlimit (util-linux) is missing");
+        return;
+    };
+    tandem.wait_listening(tcp_listen);
+
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let tcp_client = {
+        let flooding = std::sync::Arc::clone(&flooding);
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            // Bounded: the flood ends within the test's time, and so does this.
+            for attempt in 0..20_000u32 {
+                let done = !flooding.load(std::sync::atomic::Ordering::SeqCst);
+                let answer = tokio::time::timeout(Duration::from_secs(2), async {
+                    use tokio::io::AsyncReadExt;
+                    let mut s = tokio::net::TcpStream::connect(tcp_listen).await?;
+                    let mut line = [0u8; 4];
+                    s.read_exact(&mut line).await?;
+                    Ok::<_, std::io::Error>(line)
+                })
+                .await;
+                match answer {
+                    Ok(Ok(line)) if &line == b"api\n" => ok += 1,
+                    other => failed.push(format!("attempt {attempt}: {other:?}")),
+                }
+                if done {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, failed)
+        })
+    };
+    let flood = tokio::task::spawn_blocking(move || {
+        for i in 0..SOURCES {
+            let source = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8);
+            let socket = std::net::UdpSocket::bind((source, 0)).unwrap();
+            let _ = socket.send_to(b"query", udp_listen);
+            if i % 1000 == 999 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    flood.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = tcp_client.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "tcp failed during the flood ({ok} ok): {failed:?}"
+    );
+    assert!(
+        ok >= 10,
+        "only {ok} tcp connections were tried during the flood"
+    );
+
+    let (_, metrics) = http(admin, "GET", "/metrics", &[]).await;
+    let active = sample(&metrics, r#"tandem_udp_sessions_active{service="dns"}"#).unwrap();
+    let over = sample(
+        &metrics,
+        r#"tandem_udp_dropped_total{service="dns",reason="fd_budget"}"#,
+    )
+    .unwrap();
+    assert!(
+        active <= budget as f64,
+        "{active} sessions, budget {budget}"
+    );
+    assert!(
+        active >= budget as f64 * 0.9,
+        "{active} sessions, budget {budget}: the flood did not reach it"
+    );
+    assert!(over >= 1.0, "no datagram counted over the budget");
+    let logs = tandem.logs();
+    let lines = logs.matches("udp datagram dropped").count();
+    assert!(
+        (1..=30).contains(&lines),
+        "{lines} budget lines logged:\n{logs}"
+    );
+    assert!(
+        !logs.contains("accept failed"),
+        "tcp accept ran out of descriptors:\n{logs}"
+    );
+}

@@ -25,6 +25,22 @@ impl Tandem {
         Self::spawn_command(Command::new(bin), yaml, args)
     }
 
+    /// Runs tandem under an open-file limit of `nofile` (soft and hard, with
+    /// util-linux's `prlimit`); `None` when prlimit is missing.
+    pub fn spawn_with_open_file_limit(bin: &Path, yaml: &str, nofile: u64) -> Option<Self> {
+        Command::new("prlimit").arg("--version").output().ok()?;
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(bin);
+        Some(Self::spawn_command(
+            command,
+            yaml,
+            &["--log-level", "debug"],
+        ))
+    }
+
     /// Runs tandem inside a network namespace (`ip netns exec NS bin run -c …`).
     pub fn spawn_in_netns(ns: &str, bin: &Path, yaml: &str) -> Self {
         let mut command = Command::new("ip");

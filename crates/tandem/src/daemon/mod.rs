@@ -209,7 +209,12 @@ pub async fn serve(
     };
     daemon.ready.store(true, Relaxed);
     notify("READY=1");
-    info!(config = %source.name(), services = config.services.len(), "tandem started");
+    info!(
+        config = %source.name(),
+        services = config.services.len(),
+        udp_session_budget = tandem_listener::SessionBudget::for_this_process().max(),
+        "tandem started"
+    );
 
     // Wait.
     let mut signals = signals::Signals::install()?;

@@ -13,7 +13,8 @@ use prometheus::Registry;
 use tandem_config::{Config, Service};
 use tandem_forward::Forwarder;
 use tandem_listener::{
-    drain_then_cut, ListenerMetrics, ServiceState, Services, TcpAcceptor, UdpAcceptor,
+    drain_then_cut, ListenerMetrics, ServiceState, Services, SessionBudget, TcpAcceptor,
+    UdpAcceptor,
 };
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::broadcast::error::RecvError;
@@ -72,6 +73,8 @@ pub(super) struct Supervisor {
     cut_all: CancellationToken,
     listener_metrics: ListenerMetrics,
     health_metrics: tandem_health::HealthMetrics,
+    /// Descriptors UDP sessions may hold, across all UDP services.
+    udp_budget: Arc<SessionBudget>,
     pub(super) published: Arc<Published>,
 }
 
@@ -97,6 +100,7 @@ impl Supervisor {
             cut_all: CancellationToken::new(),
             listener_metrics,
             health_metrics,
+            udp_budget: SessionBudget::for_this_process(),
             published,
         })
     }
@@ -186,6 +190,7 @@ impl Supervisor {
                     sender,
                     tracker: self.tracker.clone(),
                     cut: cut.clone(),
+                    budget: Arc::clone(&self.udp_budget),
                 }
                 .run(stop.clone()),
             ),
