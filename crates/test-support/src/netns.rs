@@ -38,6 +38,9 @@ pub struct Lab {
 #[derive(Debug, Clone)]
 pub struct Host {
     ns: String,
+    /// The switch's namespace and this host's port on its bridge.
+    switch: String,
+    port: String,
 }
 
 /// Whether this process may build namespaces; `Err` says why not.
@@ -101,7 +104,12 @@ impl Lab {
         let ns = format!("{}-h{i}", self.prefix);
         ip(&["netns", "add", &ns]);
         self.hosts.push(ns.clone());
-        let host = Host { ns: ns.clone() };
+        let port = format!("p{i}");
+        let host = Host {
+            ns: ns.clone(),
+            switch: self.switch.clone(),
+            port: port.clone(),
+        };
         // No duplicate address detection: addresses are usable at once (no procps needed).
         let dad = host.sh(&[
             "sh",
@@ -110,7 +118,6 @@ impl Lab {
              echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad",
         ]);
         assert!(dad.status.success(), "turn DAD off in {ns}: {dad:?}");
-        let port = format!("p{i}");
         ip(&[
             "link",
             "add",
@@ -215,6 +222,19 @@ impl Host {
             "eth0",
             if up { "up" } else { "down" },
         ]);
+    }
+
+    /// Cuts this host off the segment (or joins it again) with its own link
+    /// staying up: its port leaves the switch's bridge. A partition, where
+    /// [`Host::set_link`] is a dead link.
+    pub fn cut_off(&self, cut: bool) {
+        let mut args = vec!["-n", &self.switch, "link", "set", &self.port];
+        if cut {
+            args.push("nomaster");
+        } else {
+            args.extend(["master", "br0"]);
+        }
+        ip(&args);
     }
 
     /// Moves the calling thread into this host's network namespace; sockets

@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::machine::{Action, Heard, Machine, Params};
 use crate::metrics::InstanceMetrics;
-use crate::netlink::{Address, Netlink};
+use crate::netlink::{Address, HostEvent, HostEvents, Netlink};
 use crate::packet::{self, AdvertFields, IpMeta, Reject};
 use crate::socket::{Announcer, VrrpSocket};
 use crate::{notify, Fault, InstanceState, Shared};
@@ -46,6 +46,8 @@ pub(crate) struct Driver {
 #[derive(Debug)]
 struct Io {
     netlink: Netlink,
+    /// Link and address changes, subscribed to before the link was looked up.
+    events: HostEvents,
     ifindex: u32,
     socket: VrrpSocket,
     announcer: Option<Announcer>,
@@ -72,10 +74,24 @@ enum Packet {
 
 enum Wake {
     Shutdown,
+    Host(Vec<HostEvent>),
     Packet(Packet),
     RecvError(io::Error),
     Timer,
     Adjusted,
+}
+
+/// Why [`Driver::serve`] returned.
+enum Stop {
+    Shutdown,
+    LinkDown,
+}
+
+/// The interface after a batch of host events.
+#[derive(Debug, PartialEq, Eq)]
+enum Health {
+    Up,
+    LinkDown,
 }
 
 /// What a rate-limited warning is about (no allocation to find out).
@@ -121,30 +137,49 @@ impl Driver {
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut mem = Memory::default();
         let mut cleaned = false;
-        let mut io = loop {
-            match self.setup(&mut cleaned) {
-                Ok(io) => break io,
-                Err(why) => self.fault(&mut mem, why),
+        // Bounded by shutdown: each pass ends with it or with a link going down.
+        loop {
+            let mut io = loop {
+                match self.setup(&mut cleaned) {
+                    Ok(io) => break io,
+                    Err(why) => self.fault(&mut mem, why),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY) => {}
+                }
+            };
+            mem.fault = None;
+            mem.last = None;
+            info!(
+                instance = %self.cfg.name,
+                interface = %self.cfg.interface,
+                vrid = self.cfg.virtual_router_id,
+                source = %io.primary,
+                priority = self.cfg.priority,
+                "vrrp instance started"
+            );
+            match self.serve(&mut io, &mut mem, &shutdown).await {
+                Stop::Shutdown => return,
+                Stop::LinkDown => {
+                    // Nothing can be sent on a link that is down: drop the
+                    // addresses, report the fault, and start over once it is up.
+                    self.remove_vips(&mut io, &mut mem);
+                    self.fault(&mut mem, Fault::LinkDown(self.cfg.interface.clone()));
+                }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(RETRY) => {}
-            }
-        };
-        mem.fault = None;
-        info!(
-            instance = %self.cfg.name,
-            interface = %self.cfg.interface,
-            vrid = self.cfg.virtual_router_id,
-            source = %io.primary,
-            priority = self.cfg.priority,
-            "vrrp instance started"
-        );
+        }
+    }
+
+    /// Runs the state machine on a usable interface until shutdown (after
+    /// which nothing of ours is left on it) or until the link goes down.
+    async fn serve(&mut self, io: &mut Io, mem: &mut Memory, shutdown: &CancellationToken) -> Stop {
         let mut machine = Machine::new(Params::from_instance(&self.cfg), io.primary);
         let adjustment = *self.adjustment.borrow_and_update();
         machine.set_adjustment(Instant::now(), adjustment);
         machine.startup(Instant::now());
-        self.apply(&mut machine, &mut io, &mut mem);
+        self.apply(&mut machine, io, mem);
+        self.publish(&machine, mem);
 
         let vips = self.vip_addrs.clone();
         let mode = self.cfg.checksum;
@@ -154,12 +189,16 @@ impl Driver {
             let wake = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Wake::Shutdown,
+                r = io.events.next() => match r {
+                    Ok(events) => Wake::Host(events),
+                    Err(e) => Wake::RecvError(e),
+                },
                 r = io.socket.recv() => match r {
                     Ok(Ok((meta, msg))) if meta.src == own => {
                         debug!(instance = %self.cfg.name, len = msg.len(), "own advert looped back");
                         continue;
                     }
-                    Ok(Ok((meta, msg))) => Wake::Packet(classify(&meta, msg, mode, &vips)),
+                    Ok(Ok((meta, msg))) => Wake::Packet(classify(&meta, msg, mode, &vips, &self.cfg.unicast_peers)),
                     Ok(Err(reason)) => Wake::Packet(Packet::Invalid { reason, src: None, other_checksum: false }),
                     Err(e) => Wake::RecvError(e),
                 },
@@ -170,14 +209,25 @@ impl Driver {
             match wake {
                 Wake::Shutdown => {
                     machine.shutdown(now);
-                    self.apply(&mut machine, &mut io, &mut mem);
+                    self.apply(&mut machine, io, mem);
                     // Nothing of ours may stay behind, whatever the state was.
-                    self.remove_vips(&mut io, &mut mem);
-                    self.publish(&machine, &mut mem);
+                    self.remove_vips(io, mem);
+                    self.publish(&machine, mem);
                     info!(instance = %self.cfg.name, "vrrp instance stopped");
-                    return;
+                    return Stop::Shutdown;
                 }
-                Wake::Packet(p) => self.on_packet(&mut machine, &mut mem, now, p),
+                Wake::Host(events) => {
+                    if self.on_host_events(io, mem, &events) == Health::LinkDown {
+                        warn!(
+                            instance = %self.cfg.name,
+                            interface = %self.cfg.interface,
+                            state = InstanceState::from(machine.state()).as_str(),
+                            "vrrp interface went down: virtual IPs released, instance in fault until it is back"
+                        );
+                        return Stop::LinkDown;
+                    }
+                }
+                Wake::Packet(p) => self.on_packet(&mut machine, mem, now, p),
                 Wake::RecvError(e) => {
                     if mem.may_warn(Warn::Recv) {
                         warn!(instance = %self.cfg.name, error = %e, "vrrp socket receive failed");
@@ -199,8 +249,68 @@ impl Driver {
                     }
                 }
             }
-            self.apply(&mut machine, &mut io, &mut mem);
-            self.publish(&machine, &mut mem);
+            self.apply(&mut machine, io, mem);
+            self.publish(&machine, mem);
+        }
+    }
+
+    /// Reacts to link and address changes: a link down ends the run; a
+    /// virtual IP of ours removed by someone else is put back (we hold it only
+    /// while master, so it is put back only then).
+    fn on_host_events(&self, io: &mut Io, mem: &mut Memory, events: &[HostEvent]) -> Health {
+        let mut look_again = false;
+        for event in events {
+            match *event {
+                HostEvent::Link { index, up: false } if index == io.ifindex => {
+                    return Health::LinkDown;
+                }
+                HostEvent::AddressRemoved { index, address } if index == io.ifindex => {
+                    look_again |= mem.added.iter().any(|v| v.address == address);
+                }
+                HostEvent::Overrun => {
+                    // Some changes were lost: look at the link and every VIP.
+                    match io.netlink.link(&self.cfg.interface) {
+                        Ok(Some(link)) if link.index == io.ifindex && link.up => {}
+                        Ok(_) => return Health::LinkDown,
+                        Err(e) => {
+                            warn!(instance = %self.cfg.name, error = %e, "cannot look the vrrp interface up again")
+                        }
+                    }
+                    look_again = true;
+                }
+                _ => {}
+            }
+        }
+        if look_again {
+            self.restore_vips(io, mem);
+        }
+        Health::Up
+    }
+
+    /// Adds back every virtual IP this node holds that is missing from the
+    /// interface; an add that finds the address there changes nothing.
+    fn restore_vips(&self, io: &mut Io, mem: &mut Memory) {
+        let mut restored = false;
+        for vip in mem.added.clone() {
+            match io.netlink.add_address(io.ifindex, vip) {
+                Ok(true) => {
+                    restored = true;
+                    self.metrics.restored.inc();
+                    warn!(
+                        instance = %self.cfg.name,
+                        vip = %vip.address,
+                        interface = %self.cfg.interface,
+                        "virtual IP was removed from the interface while this node is master: added it back"
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    error!(instance = %self.cfg.name, vip = %vip.address, error = %e, "cannot add the removed virtual IP back")
+                }
+            }
+        }
+        if restored {
+            self.announce(io, mem);
         }
     }
 
@@ -210,6 +320,10 @@ impl Driver {
         let name = &self.cfg.interface;
         let ipv6 = crate::is_ipv6(&self.cfg);
         let mut netlink = Netlink::open().map_err(|e| Fault::Netlink(e.to_string()))?;
+        let events = HostEvents::open().map_err(|e| Fault::Events {
+            interface: name.clone(),
+            error: e.to_string(),
+        })?;
         let link = netlink
             .link(name)
             .map_err(|e| Fault::LinkLookup {
@@ -217,6 +331,9 @@ impl Driver {
                 error: e.to_string(),
             })?
             .ok_or_else(|| Fault::NoInterface(name.clone()))?;
+        if !link.up {
+            return Err(Fault::LinkDown(name.clone()));
+        }
         let addrs = netlink
             .addresses(link.index, ipv6)
             .map_err(|e| Fault::Addresses {
@@ -262,6 +379,7 @@ impl Driver {
         };
         Ok(Io {
             netlink,
+            events,
             ifindex: link.index,
             socket,
             announcer,
@@ -565,7 +683,21 @@ impl Driver {
 
 /// Checks a received message and keeps what the machine needs, so the
 /// receive buffer is free again. No allocation.
-fn classify(meta: &IpMeta, msg: &[u8], mode: VrrpChecksum, vips: &[IpAddr]) -> Packet {
+fn classify(
+    meta: &IpMeta,
+    msg: &[u8],
+    mode: VrrpChecksum,
+    vips: &[IpAddr],
+    peers: &[IpAddr],
+) -> Packet {
+    if !peers.is_empty() && !peers.contains(&meta.src) {
+        // keepalived drops these too: with unicast peers, only they count.
+        return Packet::Invalid {
+            reason: Reject::Peer,
+            src: Some(meta.src),
+            other_checksum: false,
+        };
+    }
     match packet::decode(msg, meta, mode) {
         Ok(a) => Packet::Valid {
             src: meta.src,
@@ -637,7 +769,7 @@ mod tests {
             &mut msg,
         )
         .unwrap();
-        match classify(&meta, &msg, VrrpChecksum::PseudoHeader, &vips) {
+        match classify(&meta, &msg, VrrpChecksum::PseudoHeader, &vips, &[]) {
             Packet::Invalid {
                 reason: Reject::Checksum,
                 other_checksum: true,
@@ -645,10 +777,28 @@ mod tests {
             } => {}
             p => panic!("{p:?}"),
         }
-        match classify(&meta, &msg, VrrpChecksum::NoPseudoHeader, &vips[..0]) {
+        match classify(&meta, &msg, VrrpChecksum::NoPseudoHeader, &vips[..0], &[]) {
             Packet::Valid {
                 same_addresses: false,
                 vrid: 1,
+                ..
+            } => {}
+            p => panic!("{p:?}"),
+        }
+        let peers = ["198.18.0.2".parse().unwrap(), meta.src];
+        match classify(&meta, &msg, VrrpChecksum::NoPseudoHeader, &vips, &peers) {
+            Packet::Valid { .. } => {}
+            p => panic!("{p:?}"),
+        }
+        match classify(
+            &meta,
+            &msg,
+            VrrpChecksum::NoPseudoHeader,
+            &vips,
+            &peers[..1],
+        ) {
+            Packet::Invalid {
+                reason: Reject::Peer,
                 ..
             } => {}
             p => panic!("{p:?}"),

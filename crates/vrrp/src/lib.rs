@@ -145,6 +145,10 @@ pub enum Fault {
     },
     #[error("cannot open the VRRP socket on `{interface}`: {error}")]
     Socket { interface: String, error: String },
+    #[error("interface `{0}` is down (no IFF_UP or no carrier)")]
+    LinkDown(String),
+    #[error("cannot watch the link and addresses of `{interface}`: {error}")]
+    Events { interface: String, error: String },
 }
 
 #[derive(Debug, thiserror::Error)]

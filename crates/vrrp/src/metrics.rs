@@ -15,6 +15,7 @@ pub(crate) struct Metrics {
     adverts: IntCounterVec,
     invalid: IntCounterVec,
     conflicts: IntCounterVec,
+    restored: IntCounterVec,
 }
 
 impl Metrics {
@@ -62,6 +63,13 @@ impl Metrics {
                 ),
                 &["vrrp_instance"],
             )?,
+            restored: IntCounterVec::new(
+                Opts::new(
+                    "tandem_vrrp_vip_restored_total",
+                    "Virtual IPs put back on the interface while master, after something else removed them.",
+                ),
+                &["vrrp_instance"],
+            )?,
         };
         registry.register(Box::new(m.state.clone()))?;
         registry.register(Box::new(m.priority.clone()))?;
@@ -69,6 +77,7 @@ impl Metrics {
         registry.register(Box::new(m.adverts.clone()))?;
         registry.register(Box::new(m.invalid.clone()))?;
         registry.register(Box::new(m.conflicts.clone()))?;
+        registry.register(Box::new(m.restored.clone()))?;
         Ok(m)
     }
 
@@ -83,6 +92,7 @@ impl Metrics {
             received: self.adverts.with_label_values(&[name, "received"]),
             invalid: Reject::ALL.map(|r| self.invalid.with_label_values(&[name, r.as_str()])),
             conflicts: self.conflicts.with_label_values(&[name]),
+            restored: self.restored.with_label_values(&[name]),
         }
     }
 }
@@ -94,8 +104,9 @@ pub(crate) struct InstanceMetrics {
     transitions: [IntCounter; 4],
     pub(crate) sent: IntCounter,
     pub(crate) received: IntCounter,
-    invalid: [IntCounter; 8],
+    invalid: [IntCounter; 9],
     pub(crate) conflicts: IntCounter,
+    pub(crate) restored: IntCounter,
 }
 
 impl InstanceMetrics {
@@ -142,6 +153,8 @@ mod tests {
             "tandem_vrrp_adverts_total{direction=\"sent\",vrrp_instance=\"vip\"} 0",
             "tandem_vrrp_priority{vrrp_instance=\"vip\"} 150",
             "tandem_vrrp_master_conflicts_total{vrrp_instance=\"vip\"} 0",
+            "tandem_vrrp_vip_restored_total{vrrp_instance=\"vip\"} 0",
+            "tandem_vrrp_invalid_packets_total{reason=\"unknown_peer\",vrrp_instance=\"vip\"} 0",
         ] {
             assert!(text.contains(line), "missing {line}:\n{text}");
         }

@@ -1,6 +1,9 @@
-//! The five rtnetlink requests the driver needs, written by hand over a
+//! The rtnetlink requests the driver needs, written by hand over a
 //! NETLINK_ROUTE socket: look up a link by name, list its addresses, add and
-//! delete an address. Safe code: messages are built and parsed as bytes.
+//! delete an address; and [`HostEvents`], a second socket subscribed to link
+//! and address changes, so that an interface going down or a virtual IP
+//! removed by hand is noticed at once. Safe code: messages are built and
+//! parsed as bytes.
 //!
 //! Calls block for at most [`TIMEOUT`]; the kernel answers these in
 //! microseconds, so the driver makes them on its task.
@@ -25,6 +28,8 @@ pub struct Link {
     pub index: u32,
     /// Its hardware address, when it has an Ethernet one.
     pub mac: Option<[u8; 6]>,
+    /// Administratively up and with a carrier (IFF_UP and IFF_RUNNING).
+    pub up: bool,
 }
 
 /// One address on an interface.
@@ -183,6 +188,108 @@ impl Netlink {
     }
 }
 
+/// A change on the host that an instance must react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostEvent {
+    /// A link's state now (RTM_NEWLINK), or its removal (RTM_DELLINK: down).
+    Link { index: u32, up: bool },
+    /// An address left interface `index` (RTM_DELADDR).
+    AddressRemoved { index: u32, address: IpAddr },
+    /// The kernel dropped events (ENOBUFS): the listener must look again.
+    Overrun,
+}
+
+/// Multicast groups of NETLINK_ROUTE (`RTNLGRP_*` in linux/rtnetlink.h).
+const RTNLGRP_LINK: libc::c_int = 1;
+const RTNLGRP_IPV4_IFADDR: libc::c_int = 5;
+const RTNLGRP_IPV6_IFADDR: libc::c_int = 9;
+
+/// A NETLINK_ROUTE socket subscribed to link and address changes.
+#[derive(Debug)]
+pub struct HostEvents {
+    socket: tokio::io::unix::AsyncFd<Socket>,
+    buf: Vec<u8>,
+}
+
+impl HostEvents {
+    /// Subscribes in the calling thread's namespace; needs a tokio runtime.
+    pub fn open() -> io::Result<Self> {
+        let socket = Socket::new(
+            Domain::from(libc::AF_NETLINK),
+            Type::RAW.nonblocking().cloexec(),
+            Some(Protocol::from(libc::NETLINK_ROUTE)),
+        )?;
+        socket.bind(&crate::sys::netlink_addr()?)?;
+        for group in [RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR] {
+            crate::sys::set_int_option(
+                &socket,
+                libc::SOL_NETLINK,
+                libc::NETLINK_ADD_MEMBERSHIP,
+                group,
+            )?;
+        }
+        Ok(HostEvents {
+            socket: crate::sys::async_fd(socket, tokio::io::Interest::READABLE)?,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Waits for changes, then returns every one the socket holds.
+    pub async fn next(&mut self) -> io::Result<Vec<HostEvent>> {
+        let mut events = Vec::new();
+        loop {
+            let mut ready = self.socket.readable().await?;
+            // Bounded by what the socket holds: each read takes a message batch.
+            loop {
+                match recv_into(ready.get_inner(), &mut self.buf) {
+                    Ok(n) => events.extend(parse_events(&self.buf[..n])),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        ready.clear_ready();
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        events.push(HostEvent::Overrun)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !events.is_empty() {
+                return Ok(events);
+            }
+        }
+    }
+}
+
+/// The link and address changes in one buffer of netlink messages.
+pub fn parse_events(buf: &[u8]) -> Vec<HostEvent> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while let Some((m, next)) = next_message(rest) {
+        rest = next;
+        match m.kind {
+            libc::RTM_NEWLINK | libc::RTM_DELLINK => {
+                if let Some(link) = parse_link(m.payload) {
+                    let up = m.kind == libc::RTM_NEWLINK && link.up;
+                    out.push(HostEvent::Link {
+                        index: link.index,
+                        up,
+                    });
+                }
+            }
+            libc::RTM_DELADDR => {
+                if let Some((index, a)) = parse_address(m.payload) {
+                    out.push(HostEvent::AddressRemoved {
+                        index,
+                        address: a.address,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 fn recv_into(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
     let mut s: &Socket = socket;
@@ -277,12 +384,15 @@ fn attrs(payload: &[u8], skip: usize) -> impl Iterator<Item = (u16, &[u8])> {
 fn parse_link(payload: &[u8]) -> Option<Link> {
     let head = payload.get(..IFINFOMSG)?;
     let index = i32::from_ne_bytes([head[4], head[5], head[6], head[7]]);
+    let flags = u32::from_ne_bytes([head[8], head[9], head[10], head[11]]);
+    let running = (libc::IFF_UP | libc::IFF_RUNNING) as u32;
     let mac = attrs(payload, IFINFOMSG)
         .find(|(k, _)| *k == libc::IFLA_ADDRESS)
         .and_then(|(_, d)| <[u8; 6]>::try_from(d).ok());
     Some(Link {
         index: u32::try_from(index).ok()?,
         mac,
+        up: flags & running == running,
     })
 }
 
@@ -371,6 +481,84 @@ mod tests {
         assert_eq!(attrs(&broken, 8).count(), 0);
     }
 
+    fn message(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((NLMSG_HDR + payload.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(payload);
+        m
+    }
+
+    #[test]
+    fn link_and_address_changes_are_read_from_a_batch() {
+        let mut link = vec![0u8; IFINFOMSG];
+        link[4..8].copy_from_slice(&7i32.to_ne_bytes());
+        let up = (libc::IFF_UP | libc::IFF_RUNNING) as u32;
+        link[8..12].copy_from_slice(&up.to_ne_bytes());
+        let mut no_carrier = link.clone();
+        no_carrier[8..12].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
+        let mut addr = vec![0u8; IFADDRMSG];
+        addr[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        push_attr(&mut addr, libc::IFA_LOCAL, &[198, 18, 0, 100]);
+        let mut batch = message(libc::RTM_NEWLINK, &link);
+        batch.extend(message(libc::RTM_NEWLINK, &no_carrier));
+        batch.extend(message(libc::RTM_DELLINK, &link));
+        batch.extend(message(libc::RTM_NEWADDR, &addr));
+        batch.extend(message(libc::RTM_DELADDR, &addr));
+        batch.extend([1, 2, 3]);
+        assert_eq!(
+            parse_events(&batch),
+            vec![
+                HostEvent::Link { index: 7, up: true },
+                HostEvent::Link {
+                    index: 7,
+                    up: false
+                },
+                HostEvent::Link {
+                    index: 7,
+                    up: false
+                },
+                HostEvent::AddressRemoved {
+                    index: 7,
+                    address: "198.18.0.100".parse().unwrap()
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_removed_from_lo_is_reported() {
+        let (Ok(mut nl), Ok(mut events)) = (Netlink::open(), HostEvents::open()) else {
+            eprintln!("SKIP: no netlink socket here");
+            return;
+        };
+        let lo = nl.link("lo").unwrap().expect("every namespace has lo");
+        let p = IpPrefix {
+            address: "127.0.0.213".parse().unwrap(),
+            prefix_len: 32,
+        };
+        if !matches!(nl.add_address(lo.index, p), Ok(true)) {
+            eprintln!("SKIP: cannot add an address to lo here (not root?)");
+            return;
+        }
+        assert!(nl.delete_address(lo.index, p).unwrap());
+        let wanted = HostEvent::AddressRemoved {
+            index: lo.index,
+            address: p.address,
+        };
+        let found = tokio::time::timeout(Duration::from_secs(5), async {
+            for _ in 0..100 {
+                if events.next().await.unwrap().contains(&wanted) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(found, Ok(true));
+    }
+
     #[test]
     fn the_loopback_link_and_its_address_are_found() {
         let Ok(mut nl) = Netlink::open() else {
@@ -379,6 +567,7 @@ mod tests {
         };
         let lo = nl.link("lo").unwrap().expect("every namespace has lo");
         assert!(lo.index > 0);
+        assert!(lo.up, "lo is up here");
         assert!(nl.link("no-such-if0").unwrap().is_none());
         let addrs = nl.addresses(lo.index, false).unwrap();
         assert!(

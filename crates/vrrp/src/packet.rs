@@ -58,10 +58,12 @@ pub enum Reject {
     Checksum,
     /// A virtual router id no instance on this interface runs.
     Vrid,
+    /// With `unicast_peers`: from an address that is not one of them.
+    Peer,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 8] = [
+    pub const ALL: [Reject; 9] = [
         Reject::Length,
         Reject::Ttl,
         Reject::Version,
@@ -70,6 +72,7 @@ impl Reject {
         Reject::Interval,
         Reject::Checksum,
         Reject::Vrid,
+        Reject::Peer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Reject {
             Reject::Interval => "interval",
             Reject::Checksum => "checksum",
             Reject::Vrid => "vrid",
+            Reject::Peer => "unknown_peer",
         }
     }
 }

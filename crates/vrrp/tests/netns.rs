@@ -238,20 +238,45 @@ fn unicast_peers_elect_without_multicast() {
     });
     assert_eq!(b.invalid_packets(), 0.0, "{}", b.metrics());
     assert!(a.metric("tandem_vrrp_adverts_total{direction=\"sent\",vrrp_instance=\"vip\"}") > 3.0);
+
+    // A third host, not among B's peers, claims the VIP with a higher priority
+    // by unicast to B: counted as an unknown peer, and B stays backup.
+    let hx = lab.host(&["198.18.0.9/24"]);
+    let vips = [IpAddr::from(Ipv4Addr::new(198, 18, 0, 100))];
+    let (src, to_b) = (
+        IpAddr::from(Ipv4Addr::new(198, 18, 0, 9)),
+        Ipv4Addr::new(198, 18, 0, 2),
+    );
+    let f = AdvertFields {
+        vrid: 51,
+        priority: 254,
+        interval_cs: 10,
+        addresses: &vips,
+    };
+    let mut claim = Vec::new();
+    packet::encode(&f, src, to_b.into(), VrrpChecksum::PseudoHeader, &mut claim).unwrap();
+    inject_to(&hx, to_b, vec![(255, claim.clone()), (255, claim)]);
+    let unknown =
+        "tandem_vrrp_invalid_packets_total{reason=\"unknown_peer\",vrrp_instance=\"vip\"}";
+    eventually("both counted as from an unknown peer", || {
+        b.metric(unknown) >= 2.0
+    });
+    assert_eq!(b.master_of(0), Some("198.18.0.1".parse().unwrap()));
+    assert!(ha.has_address(VIP) && !hb.has_address(VIP));
 }
 
 #[test]
 fn two_masters_meet_and_the_lower_one_yields_at_once() {
     let mut lab = lab!();
     let (ha, hb) = (lab.host(&["198.18.0.1/24"]), lab.host(&["198.18.0.2/24"]));
-    // B starts cut off from A: both become master.
-    hb.set_link(false);
+    // B starts cut off from A (its link up): both become master.
+    hb.cut_off(true);
     let a = Node::start(&ha, &instance(150, ""));
     let b = Node::start(&hb, &instance(100, ""));
     eventually("both are master", || {
         a.state(0) == InstanceState::Master && b.state(0) == InstanceState::Master
     });
-    hb.set_link(true);
+    hb.cut_off(false);
     eventually("B yields", || {
         b.state(0) == InstanceState::Backup && !hb.has_address(VIP)
     });
@@ -263,13 +288,17 @@ fn two_masters_meet_and_the_lower_one_yields_at_once() {
     assert_eq!(a.state(0), InstanceState::Master);
 }
 
-/// Sends hand-made VRRP packets from a raw socket on `host`.
+/// Sends hand-made VRRP packets from a raw socket on `host` to the group.
 fn inject(host: &test_support::netns::Host, packets: Vec<(u8, Vec<u8>)>) {
+    inject_to(host, Ipv4Addr::new(224, 0, 0, 18), packets)
+}
+
+/// Sends hand-made VRRP packets `(ttl, message)` from 198.18.0.9 to `dst`.
+fn inject_to(host: &test_support::netns::Host, dst: Ipv4Addr, packets: Vec<(u8, Vec<u8>)>) {
     host.spawn(move || {
         let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
         s.set_header_included_v4(true).unwrap();
         s.bind_device(Some(b"eth0")).unwrap();
-        let dst = Ipv4Addr::new(224, 0, 0, 18);
         for (ttl, msg) in packets {
             let mut head = [0u8; 20];
             packet::ipv4_header(Ipv4Addr::new(198, 18, 0, 9), dst, msg.len(), &mut head);
@@ -309,6 +338,10 @@ fn every_invalid_packet_is_counted_by_reason_and_ignored() {
     v2[0] = 0x21;
     let mut bad_sum = good.clone();
     bad_sum[6] ^= 0xff;
+    let mut not_an_advert = good.clone();
+    not_an_advert[0] = 0x32;
+    let mut no_addresses = good.clone();
+    no_addresses[3] = 0;
     inject(
         &hx,
         vec![
@@ -318,6 +351,8 @@ fn every_invalid_packet_is_counted_by_reason_and_ignored() {
             (255, advert(51, 200, VrrpChecksum::NoPseudoHeader)),
             (255, advert(77, 200, VrrpChecksum::PseudoHeader)),
             (255, good[..6].to_vec()),
+            (255, not_an_advert),
+            (255, no_addresses),
         ],
     );
     let reason = |r: &str| {
@@ -325,16 +360,18 @@ fn every_invalid_packet_is_counted_by_reason_and_ignored() {
             "tandem_vrrp_invalid_packets_total{{reason=\"{r}\",vrrp_instance=\"vip\"}}"
         ))
     };
-    eventually("all six counted", || a.invalid_packets() >= 6.0);
+    eventually("all eight counted", || a.invalid_packets() >= 8.0);
     assert_eq!(
         [
             reason("ttl"),
             reason("version"),
             reason("checksum"),
             reason("vrid"),
-            reason("length")
+            reason("length"),
+            reason("type"),
+            reason("address_count"),
         ],
-        [1.0, 1.0, 2.0, 1.0, 1.0],
+        [1.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0],
         "{}",
         a.metrics()
     );
@@ -443,4 +480,72 @@ fn a_missing_interface_is_a_fault_that_is_retried() {
     eventually("it recovers and becomes master", || {
         a.state(0) == InstanceState::Master
     });
+}
+
+#[test]
+fn a_masters_link_going_down_is_a_fault_that_releases_the_vip_and_it_comes_back() {
+    let mut lab = lab!();
+    let (ha, hb) = (lab.host(&["198.18.0.1/24"]), lab.host(&["198.18.0.2/24"]));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hooks");
+    let hook = |state: &str| format!("sh -c 'echo {state} >> {}'", log.display());
+    let extra = format!(
+        "      notify: {{ master: \"{}\", fault: \"{}\" }}\n",
+        hook("master").replace('"', "\\\""),
+        hook("fault").replace('"', "\\\"")
+    );
+    let a = Node::start(&ha, &instance(150, &extra));
+    let b = Node::start(&hb, &instance(100, ""));
+    eventually("A holds the VIP", || {
+        ha.has_address(VIP) && a.state(0) == InstanceState::Master
+    });
+    eventually("B is backup", || b.state(0) == InstanceState::Backup);
+
+    let down = Instant::now();
+    ha.set_link(false);
+    eventually("A is in fault and has released the VIP", || {
+        a.state(0) == InstanceState::Fault && !ha.has_address(VIP)
+    });
+    println!("link down to fault: {:?}", down.elapsed());
+    let why = a.status()[0].fault.as_ref().map(ToString::to_string);
+    assert!(
+        why.as_deref().unwrap_or("").contains("`eth0` is down"),
+        "{why:?}"
+    );
+    let series = |s: &str| a.metric(&format!("{s},vrrp_instance=\"vip\"}}"));
+    assert_eq!(series("tandem_vrrp_state{state=\"fault\""), 1.0);
+    assert_eq!(series("tandem_vrrp_transitions_total{to=\"fault\""), 1.0);
+    eventually("B takes over", || hb.has_address(VIP));
+    eventually("the fault hook ran", || {
+        std::fs::read_to_string(&log).unwrap_or_default() == "master\nfault\n"
+    });
+
+    // The link comes back: A starts over, hears B, and preempts it.
+    ha.set_link(true);
+    eventually("A is master again", || {
+        a.state(0) == InstanceState::Master && ha.has_address(VIP)
+    });
+    eventually("B gave the VIP back", || !hb.has_address(VIP));
+    assert_eq!(b.state(0), InstanceState::Backup);
+    assert_eq!(series("tandem_vrrp_state{state=\"fault\""), 0.0);
+}
+
+#[test]
+fn a_vip_removed_by_hand_under_a_master_is_put_back() {
+    let mut lab = lab!();
+    let ha = lab.host(&["198.18.0.1/24"]);
+    let a = Node::start(&ha, &instance(150, ""));
+    eventually("A holds the VIP", || ha.has_address(VIP));
+    let restored = "tandem_vrrp_vip_restored_total{vrrp_instance=\"vip\"}";
+    assert_eq!(a.metric(restored), 0.0);
+    for round in 1..=2 {
+        let r = ha.sh(&["ip", "addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+        assert!(r.status.success(), "{r:?}");
+        let gone = Instant::now();
+        eventually("the VIP is back", || ha.has_address(VIP));
+        println!("VIP back after {:?}", gone.elapsed());
+        eventually("counted", || a.metric(restored) == f64::from(round));
+    }
+    assert_eq!(a.state(0), InstanceState::Master);
+    // A backup holds no VIP, so one added and removed by hand is not its to restore.
 }
