@@ -65,10 +65,17 @@ fn same_verdict(r: &Result<Decoded, DecodeError>) -> Result<Decoded, ()> {
 fn check_bounds(buf: &[u8], got: &Result<Decoded, DecodeError>) {
     match got {
         Ok(Decoded::Complete { length, .. }) => {
-            assert!(*length <= buf.len() && *length <= MAX_HEADER_LEN, "{length}");
+            assert!(
+                *length <= buf.len() && *length <= MAX_HEADER_LEN,
+                "{length}"
+            );
         }
         Ok(Decoded::Incomplete) => {
-            assert!(buf.len() < MAX_HEADER_LEN, "incomplete after {} bytes", buf.len());
+            assert!(
+                buf.len() < MAX_HEADER_LEN,
+                "incomplete after {} bytes",
+                buf.len()
+            );
         }
         Err(_) => {}
     }
