@@ -219,4 +219,17 @@ mod tests {
         // A broken length ends the list: the address attributes after it are not read.
         assert!(netlink::parse_address(&input[1 + 16..1 + 16 + 24]).is_none());
     }
+
+    #[test]
+    fn an_error_ack_with_errno_i32_min_is_eio() {
+        // Found by the cargo-fuzz target netlink_reply: `-errno` overflowed.
+        let mut ack = vec![0u8; 20];
+        ack[..4].copy_from_slice(&20u32.to_ne_bytes());
+        ack[4..6].copy_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+        ack[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        ack[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
+        assert_eq!(netlink::absorb(&ack, 1, |_, _| {}), Some(Err(libc::EIO)));
+        ack[16..20].copy_from_slice(&(-libc::EEXIST).to_ne_bytes());
+        assert_eq!(netlink::absorb(&ack, 1, |_, _| {}), Some(Err(libc::EEXIST)));
+    }
 }

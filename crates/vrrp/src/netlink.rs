@@ -183,7 +183,12 @@ pub(crate) fn absorb(
                     .get(..4)
                     .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                     .unwrap_or(-libc::EIO);
-                return Some(if errno == 0 { Ok(()) } else { Err(-errno) });
+                // The kernel sends a negated errno; anything else (i32::MIN
+                // has no negation) is no errno at all.
+                return Some(match errno {
+                    0 => Ok(()),
+                    e => Err(e.checked_neg().filter(|e| *e > 0).unwrap_or(libc::EIO)),
+                });
             }
             k if k == libc::NLMSG_DONE as u16 => return Some(Ok(())),
             k => {
