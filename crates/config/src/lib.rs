@@ -34,6 +34,9 @@
 mod defaults;
 mod diff;
 mod file;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod locate;
 pub mod model;
 mod path;
@@ -119,10 +122,7 @@ impl std::error::Error for ConfigErrors {}
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
     match std::fs::read(path) {
-        Ok(bytes) => match std::str::from_utf8(&bytes) {
-            Ok(text) => parse(text, &origin),
-            Err(e) => Err(ConfigErrors(vec![not_utf8(&bytes, &e, origin)])),
-        },
+        Ok(bytes) => parse_bytes(&bytes, &origin),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             origin,
             line: 0,
@@ -130,6 +130,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             path: String::new(),
             message: format!("cannot read: {e}"),
         }])),
+    }
+}
+
+/// Parses a file's bytes: [`parse`] when they are UTF-8, else one error at
+/// the first byte that is not.
+pub fn parse_bytes(bytes: &[u8], origin: &str) -> Result<Config, ConfigErrors> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(text, origin),
+        Err(e) => Err(ConfigErrors(vec![not_utf8(bytes, &e, origin.to_owned())])),
     }
 }
 
@@ -154,6 +163,34 @@ fn not_utf8(bytes: &[u8], e: &std::str::Utf8Error, origin: String) -> ConfigErro
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     // Editors on Windows may start the file with a byte order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    parse_text(text, origin).map_err(|mut errors| {
+        for e in &mut errors.0 {
+            within_text(e, text);
+        }
+        errors
+    })
+}
+
+/// Moves a position past the end of the text (libyaml reports the end of a
+/// file without a final newline on the line after it) to the end of the text,
+/// and one past the end of a line to just after its last character.
+fn within_text(e: &mut ConfigError, text: &str) {
+    if e.line == 0 {
+        return;
+    }
+    let lines = text.split('\n').count();
+    if e.line > lines {
+        e.line = lines;
+        e.column = usize::MAX;
+    }
+    let width = text
+        .split('\n')
+        .nth(e.line - 1)
+        .map_or(0, |l| l.chars().count());
+    e.column = e.column.clamp(1, width + 1);
+}
+
+fn parse_text(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     let doc = match Document::parse(text) {
         Ok(doc) => doc,
         Err(scan) => {
@@ -178,6 +215,13 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_at_the_end_of_a_file_without_final_newline_is_on_its_last_line() {
+        // Found by the config fuzz harness: `{` was located at 2:1, a line the file does not have.
+        let e = parse("{", "f.yaml").unwrap_err();
+        assert_eq!((e.0[0].line, e.0[0].column), (1, 2), "{e}");
+    }
 
     #[test]
     fn a_file_that_is_not_utf8_is_located_at_its_first_bad_byte() {

@@ -136,15 +136,18 @@ impl<S: AsyncRead + Unpin> Reader<'_, S> {
     /// One line without its line ending; `cap` bounds its length.
     async fn line(&mut self, cap: usize, what: &str) -> Result<String, HttpError> {
         loop {
-            if let Some(i) = self.available().iter().position(|&b| b == b'\n') {
+            let lf = self.available().iter().position(|&b| b == b'\n');
+            // Longer than `cap` whether or not its end has arrived yet: the
+            // verdict must not depend on how the bytes were split.
+            if lf.unwrap_or(self.available().len()) > cap {
+                return Err(malformed(format!("{what} longer than {cap} bytes")));
+            }
+            if let Some(i) = lf {
                 let raw = &self.available()[..i];
                 let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
                 let line = String::from_utf8_lossy(raw).into_owned();
                 self.pos += i + 1;
                 return Ok(line);
-            }
-            if self.available().len() > cap {
-                return Err(malformed(format!("{what} longer than {cap} bytes")));
             }
             if self.fill().await? == 0 {
                 return Err(malformed(format!(
@@ -257,9 +260,32 @@ impl<S: AsyncRead + Unpin> Reader<'_, S> {
             if body.len() >= BODY_CAP {
                 return Ok(body);
             }
-            let end = self.line(2, "chunk").await?;
-            if !end.is_empty() {
-                return Err(malformed("chunk data longer than its size"));
+            self.chunk_end().await?;
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> Reader<'_, S> {
+    /// The line ending after a chunk's data. Decided on the first byte (and
+    /// the second after a CR), so the verdict does not depend on how much of
+    /// what follows has arrived.
+    async fn chunk_end(&mut self) -> Result<(), HttpError> {
+        let too_long = || malformed("chunk data longer than its size");
+        loop {
+            match self.available() {
+                [b'\n', ..] => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                [b'\r', b'\n', ..] => {
+                    self.pos += 2;
+                    return Ok(());
+                }
+                [b'\r'] | [] => {}
+                _ => return Err(too_long()),
+            }
+            if self.fill().await? == 0 {
+                return Err(malformed("connection closed before the end of the chunk"));
             }
         }
     }
@@ -380,6 +406,10 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_responses_are_errors() {
+        let mut long_chunk_size_line =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
+        long_chunk_size_line.extend([b'x'; 1100]);
+        long_chunk_size_line.extend(b"\r\nz\r\n0\r\n\r\n");
         let cases: &[(&[u8], &str)] = &[
             (b"SSH-2.0-OpenSSH\r\n", "not an HTTP response"),
             (
@@ -396,6 +426,20 @@ mod tests {
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
                 "bad chunk size",
+            ),
+            // Found by the fuzz harness: this said "chunk longer than 2 bytes" or
+            // "chunk data longer than its size" depending on how the bytes arrived.
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabcdefgh\r\n0\r\n\r\n",
+                "chunk data longer than its size",
+            ),
+            (
+                &long_chunk_size_line,
+                "chunk size line longer than 1024 bytes",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r",
+                "connection closed before the end of the chunk",
             ),
         ];
         for (response, want) in cases {

@@ -41,6 +41,9 @@
 mod checker;
 mod eject;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod jitter;
 mod machine;

@@ -12,6 +12,9 @@
 //! the [`AdminApi`].
 
 mod admin;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod json;
 mod status;
 

@@ -161,15 +161,18 @@ fn starts_like(buf: &[u8], prefix: &[u8]) -> bool {
 
 fn decode_v1(buf: &[u8]) -> Result<Decoded, DecodeError> {
     let window = &buf[..buf.len().min(V1_MAX_LEN)];
-    let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
-        if window.contains(&b'\n') {
-            return Err(DecodeError::Malformed("line ends without CR"));
-        }
+    // The first LF ends the line, and it must follow a CR: looking for CRLF
+    // instead would accept a lone LF when the rest arrives in the same read
+    // but refuse it when the read stops after it.
+    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         return if buf.len() >= V1_MAX_LEN {
             Err(DecodeError::TooLong)
         } else {
             Ok(Decoded::Incomplete)
         };
+    };
+    let Some(end) = lf.checked_sub(1).filter(|&cr| window[cr] == b'\r') else {
+        return Err(DecodeError::Malformed("line ends without CR"));
     };
     let line = std::str::from_utf8(&buf[6..end])
         .map_err(|_| DecodeError::Malformed("version 1 line is not text"))?;
@@ -400,6 +403,10 @@ impl fmt::Display for Header {
         }
     }
 }
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,9 @@ mod check;
 mod cli;
 mod daemon;
 mod demo;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod init_config;
 mod logging;
 mod migrate;

@@ -36,6 +36,10 @@
 pub mod machine;
 pub mod packet;
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod driver;
 mod metrics;
 mod netlink;

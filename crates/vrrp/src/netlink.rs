@@ -160,32 +160,51 @@ impl Netlink {
     ) -> io::Result<Result<(), i32>> {
         loop {
             let n = recv_into(&self.socket, &mut self.buf)?;
-            let mut rest = &self.buf[..n];
-            while let Some((m, next)) = next_message(rest) {
-                rest = next;
-                if m.seq != seq {
-                    continue;
-                }
-                let (flags, payload) = (m.flags, m.payload);
-                match m.kind {
-                    k if k == libc::NLMSG_ERROR as u16 => {
-                        let errno = payload
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .unwrap_or(-libc::EIO);
-                        return Ok(if errno == 0 { Ok(()) } else { Err(-errno) });
-                    }
-                    k if k == libc::NLMSG_DONE as u16 => return Ok(Ok(())),
-                    k => {
-                        each(k, payload);
-                        if flags & libc::NLM_F_MULTI as u16 == 0 {
-                            return Ok(Ok(()));
-                        }
-                    }
+            if let Some(outcome) = absorb(&self.buf[..n], seq, &mut each) {
+                return Ok(outcome);
+            }
+        }
+    }
+}
+
+/// One datagram of answers to request `seq`: hands every message but the
+/// last to `each`; `Some` with the kernel's verdict once the answer is
+/// complete (ack, error or end of dump), `None` when more is to come.
+pub(crate) fn absorb(
+    datagram: &[u8],
+    seq: u32,
+    mut each: impl FnMut(u16, &[u8]),
+) -> Option<Result<(), i32>> {
+    let mut rest = datagram;
+    while let Some((m, next)) = next_message(rest) {
+        rest = next;
+        if m.seq != seq {
+            continue;
+        }
+        let (flags, payload) = (m.flags, m.payload);
+        match m.kind {
+            k if k == libc::NLMSG_ERROR as u16 => {
+                let errno = payload
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(-libc::EIO);
+                // The kernel sends a negated errno; anything else (i32::MIN
+                // has no negation) is no errno at all.
+                return Some(match errno {
+                    0 => Ok(()),
+                    e => Err(e.checked_neg().filter(|e| *e > 0).unwrap_or(libc::EIO)),
+                });
+            }
+            k if k == libc::NLMSG_DONE as u16 => return Some(Ok(())),
+            k => {
+                each(k, payload);
+                if flags & libc::NLM_F_MULTI as u16 == 0 {
+                    return Some(Ok(()));
                 }
             }
         }
     }
+    None
 }
 
 /// A change on the host that an instance must react to.
@@ -375,13 +394,17 @@ fn attrs(payload: &[u8], skip: usize) -> impl Iterator<Item = (u16, &[u8])> {
         let head = rest.get(..4)?;
         let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
         let kind = u16::from_ne_bytes([head[2], head[3]]) & 0x3fff;
-        let data = rest.get(4..len.max(4))?;
+        // Shorter than its own header: broken, and it would never advance.
+        if len < 4 {
+            return None;
+        }
+        let data = rest.get(4..len)?;
         rest = rest.get(align4(len).min(rest.len())..).unwrap_or_default();
         Some((kind, data))
     })
 }
 
-fn parse_link(payload: &[u8]) -> Option<Link> {
+pub(crate) fn parse_link(payload: &[u8]) -> Option<Link> {
     let head = payload.get(..IFINFOMSG)?;
     let index = i32::from_ne_bytes([head[4], head[5], head[6], head[7]]);
     let flags = u32::from_ne_bytes([head[8], head[9], head[10], head[11]]);
@@ -396,7 +419,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
     })
 }
 
-fn parse_address(payload: &[u8]) -> Option<(u32, Address)> {
+pub(crate) fn parse_address(payload: &[u8]) -> Option<(u32, Address)> {
     let head = payload.get(..IFADDRMSG)?;
     let prefix_len = head[1];
     let mut flags = u32::from(head[2]);

@@ -76,15 +76,16 @@ fn time_ms(v: &str) -> Option<u64> {
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (n, unit) = v.split_at(split);
     let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "" | "ms" => n,
-        "us" => n / 1000,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => return None,
-    })
+    // Checked: a time too large for u64 milliseconds is no time at all.
+    match unit {
+        "" | "ms" => Some(n),
+        "us" => Some(n / 1000),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => None,
+    }
 }
 
 #[derive(Default)]
@@ -473,5 +474,18 @@ pub fn parse(text: &str, file: &str) -> Result<HaproxyConfig, Vec<Refusal>> {
         Ok(config)
     } else {
         Err(refusals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_too_large_for_milliseconds_is_not_a_time() {
+        assert_eq!(time_ms("90s"), Some(90_000));
+        assert_eq!(time_ms("99999999999999999d"), None);
+        let text = "defaults\n  timeout connect 99999999999999999d\nfrontend f\n  bind :8443\n  default_backend b\nbackend b\n  server s1 10.0.0.1:6443\n";
+        let _ = parse(text, "haproxy.cfg");
     }
 }

@@ -145,8 +145,28 @@ const DROPPED: &[(&str, &str)] = &[
     ("dont_track_primary", "not needed"),
 ];
 
+/// How deep `{` blocks may nest.
+const MAX_DEPTH: usize = 16;
+
 pub fn parse(text: &str, file: &str) -> Result<KeepalivedConfig, Vec<Refusal>> {
     let tokens = tokenize(text);
+    // Blocks nest by recursion: refuse what no keepalived.conf needs (they
+    // nest three deep) before it can exhaust the stack.
+    let mut depth = 0usize;
+    for (t, line) in &tokens {
+        match t.as_str() {
+            "{" => depth += 1,
+            "}" => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_DEPTH {
+            return Err(vec![Refusal {
+                file: file.to_owned(),
+                line: *line,
+                message: format!("blocks nested deeper than {MAX_DEPTH}"),
+            }]);
+        }
+    }
     let mut pos = 0;
     let nodes = parse_nodes(&tokens, &mut pos);
     let mut refusals = Vec::new();
@@ -308,5 +328,18 @@ pub fn parse(text: &str, file: &str) -> Result<KeepalivedConfig, Vec<Refusal>> {
         Ok(config)
     } else {
         Err(refusals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deeply_nested_blocks_are_refused_not_a_stack_overflow() {
+        let text = "vrrp_instance VI_1 ".to_owned() + &"{\n".repeat(200_000);
+        let refusals = parse(&text, "keepalived.conf").unwrap_err();
+        assert_eq!(refusals[0].line, 17, "{}", refusals[0]);
+        assert!(refusals[0].message.contains("nested deeper than 16"));
     }
 }

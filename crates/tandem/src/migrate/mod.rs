@@ -3,8 +3,8 @@
 //! configuration. What it cannot convert faithfully it refuses, naming the
 //! file, line and keyword; what it drops on purpose it says in a note.
 
-mod haproxy;
-mod keepalived;
+pub(crate) mod haproxy;
+pub(crate) mod keepalived;
 
 use std::fmt::Write as _;
 use std::path::Path;
