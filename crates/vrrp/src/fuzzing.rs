@@ -123,6 +123,8 @@ pub fn netlink_reply(input: &[u8]) {
             let _ = netlink::parse_address(payload);
         });
         assert!(messages <= datagram.len() / 16);
+        // The same bytes as a multicast batch of link and address events.
+        assert!(netlink::parse_events(datagram).len() <= datagram.len() / 16);
         if outcome.is_some() {
             return;
         }
