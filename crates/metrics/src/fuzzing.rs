@@ -12,10 +12,8 @@
 //! plus a second; it never just closes without answering (a panicking
 //! handler does that) and never stays silent.
 
-use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -74,12 +72,18 @@ pub fn request_in_chunks(input: &[u8]) {
         started.elapsed()
     );
     if answer.is_empty() {
-        assert!(reset, "closed without an answer to {bytes:?}");
+        // A client that closes before a whole request head gets no answer
+        // (as from nginx or HAProxy); one that sent a head always gets one.
+        let whole_head = bytes.windows(4).any(|w| w == b"\r\n\r\n");
+        assert!(
+            reset || !whole_head,
+            "closed without an answer to {bytes:?}"
+        );
         return;
     }
     let head = &answer[..answer.len().min(13)];
     let status_line_ok = head.len() == 13
-        && head.starts_with(b"HTTP/1.1 ")
+        && (head.starts_with(b"HTTP/1.1 ") || head.starts_with(b"HTTP/1.0 "))
         && head[9..12].iter().all(u8::is_ascii_digit)
         && head[12] == b' ';
     assert!(
@@ -153,7 +157,9 @@ fn server() -> SocketAddr {
 struct FakeApi;
 
 impl AdminApi for FakeApi {
-    fn ready(&self) -> Result<(), String> {
+    type ReloadError = std::io::Error;
+
+    fn ready(&self) -> Result<(), crate::NotReady> {
         Ok(())
     }
 
@@ -194,8 +200,8 @@ impl AdminApi for FakeApi {
         }
     }
 
-    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
-        Box::pin(async { Ok("no change".to_owned()) })
+    async fn reload(&self) -> Result<String, std::io::Error> {
+        Ok("no change".to_owned())
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! [`registry`] makes the Prometheus registry every component registers its own
 //! metric families into (plus process metrics). [`AdminServer`] serves it on
-//! `admin.listen` with `/metrics`, `/healthz`, `/readyz`, `/status` (JSON, or a
-//! table for `tandem status`) and the runtime API (drain, enable, reload),
-//! behind [`AdminApi`], which the binary implements.
+//! `admin.listen` (on hyper's HTTP/1.1 server) with `/metrics`, `/healthz`,
+//! `/readyz`, `/status` (JSON by serde, or a table for `tandem status`), the
+//! status page at `/` and the runtime API (drain, enable, reload), behind
+//! [`AdminApi`], which the binary implements with its own reload error.
 //!
 //! Invariants: mutating endpoints are refused unless the listener is on
 //! loopback or the request carries the configured bearer token; requests are
@@ -15,11 +16,10 @@ mod admin;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-mod json;
+mod page;
 mod status;
 
-pub use admin::{Access, AdminApi, AdminServer, ApiError};
-pub use json::JsonWriter;
+pub use admin::{Access, AdminApi, AdminServer, ApiError, NotReady};
 pub use status::{
     human_bytes, BackendStatus, CheckStatus, ReloadStatus, ServiceStatus, Status, VrrpStatus,
 };

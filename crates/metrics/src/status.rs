@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
-use crate::json::JsonWriter;
+use serde::Serialize;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
     pub version: String,
     pub config_file: String,
@@ -15,9 +15,11 @@ pub struct Status {
     pub vrrp: Vec<VrrpStatus>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadStatus {
+    #[serde(rename = "ok")]
     pub reloads_ok: u64,
+    #[serde(rename = "failed")]
     pub reloads_failed: u64,
     /// Unix time of the last successful load (start or reload).
     pub last_success_unix: u64,
@@ -25,7 +27,7 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ServiceStatus {
     pub name: String,
     pub protocol: String,
@@ -37,7 +39,7 @@ pub struct ServiceStatus {
     pub backends: Vec<BackendStatus>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct BackendStatus {
     pub name: String,
     pub address: String,
@@ -52,7 +54,7 @@ pub struct BackendStatus {
     pub last_check: Option<CheckStatus>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckStatus {
     pub ok: bool,
     pub detail: String,
@@ -60,7 +62,7 @@ pub struct CheckStatus {
     pub duration_ms: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct VrrpStatus {
     pub instance: String,
     pub interface: String,
@@ -71,83 +73,10 @@ pub struct VrrpStatus {
 }
 
 impl Status {
+    /// The JSON document `/status` serves, one line with a newline at the end.
     pub fn to_json(&self) -> String {
-        let mut w = JsonWriter::new();
-        w.begin_object();
-        w.key("version").string(&self.version);
-        w.key("config_file").string(&self.config_file);
-        w.key("uptime_seconds").number(self.uptime_seconds);
-        w.key("reload").begin_object();
-        w.key("ok").number(self.reload.reloads_ok);
-        w.key("failed").number(self.reload.reloads_failed);
-        w.key("last_success_unix")
-            .number(self.reload.last_success_unix);
-        w.key("last_error")
-            .opt_string(self.reload.last_error.as_deref());
-        w.end_object();
-        w.key("services").begin_array();
-        for s in &self.services {
-            w.begin_object();
-            w.key("name").string(&s.name);
-            w.key("protocol").string(&s.protocol);
-            w.key("listen").string(&s.listen);
-            w.key("scheduler").string(&s.scheduler);
-            w.key("active").number(s.active);
-            w.key("udp_sessions");
-            match s.udp_sessions {
-                Some(n) => w.number(n),
-                None => w.null(),
-            };
-            w.key("backends").begin_array();
-            for b in &s.backends {
-                w.begin_object();
-                w.key("name").string(&b.name);
-                w.key("address").string(&b.address);
-                w.key("state").string(&b.state);
-                w.key("weight").number(u64::from(b.weight));
-                w.key("backup").boolean(b.backup);
-                w.key("active").number(b.active);
-                w.key("total").number(b.total);
-                w.key("bytes_in").number(b.bytes_in);
-                w.key("bytes_out").number(b.bytes_out);
-                w.key("last_check");
-                match &b.last_check {
-                    Some(c) => {
-                        w.begin_object();
-                        w.key("ok").boolean(c.ok);
-                        w.key("detail").string(&c.detail);
-                        w.key("seconds_ago").number(c.seconds_ago);
-                        w.key("duration_ms").number(c.duration_ms);
-                        w.end_object();
-                    }
-                    None => {
-                        w.null();
-                    }
-                }
-                w.end_object();
-            }
-            w.end_array();
-            w.end_object();
-        }
-        w.end_array();
-        w.key("vrrp").begin_array();
-        for v in &self.vrrp {
-            w.begin_object();
-            w.key("instance").string(&v.instance);
-            w.key("interface").string(&v.interface);
-            w.key("state").string(&v.state);
-            w.key("priority").number(u64::from(v.priority));
-            w.key("master").opt_string(v.master.as_deref());
-            w.key("virtual_ips").begin_array();
-            for ip in &v.virtual_ips {
-                w.string(ip);
-            }
-            w.end_array();
-            w.end_object();
-        }
-        w.end_array();
-        w.end_object();
-        let mut out = w.finish();
+        let mut out =
+            serde_json::to_string(self).expect("the status document has string keys only");
         out.push('\n');
         out
     }
@@ -361,6 +290,29 @@ mod tests {
         ] {
             assert!(j.contains(key), "{key} in {j}");
         }
+    }
+
+    #[test]
+    fn json_keeps_the_documented_shape_field_for_field() {
+        let expected = concat!(
+            r#"{"version":"0.1.0","config_file":"/etc/tandem/tandem.yaml","uptime_seconds":0,"#,
+            r#""reload":{"ok":0,"failed":0,"last_success_unix":0,"last_error":null},"#,
+            r#""services":[{"name":"api","protocol":"tcp","listen":"198.18.0.100:8443","#,
+            r#""scheduler":"least_connections","active":0,"udp_sessions":null,"backends":["#,
+            r#"{"name":"node1","address":"198.18.0.11:6443","state":"up","weight":1,"backup":false,"#,
+            r#""active":3,"total":10,"bytes_in":2048,"bytes_out":0,"last_check":null},"#,
+            r#"{"name":"198.18.0.12:6443","address":"198.18.0.12:6443","state":"down","weight":0,"#,
+            r#""backup":false,"active":0,"total":0,"bytes_in":0,"bytes_out":0,"#,
+            r#""last_check":{"ok":false,"detail":"status 500","seconds_ago":2,"duration_ms":3}}]}],"#,
+            r#""vrrp":[]}"#,
+            "\n"
+        );
+        assert_eq!(sample().to_json(), expected);
+        let mut escaped = sample();
+        escaped.reload.last_error = Some("line 3: \"x\"\n\u{1}".into());
+        assert!(escaped
+            .to_json()
+            .contains(r#""last_error":"line 3: \"x\"\n\u0001""#));
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub enum Command {
         /// The port tandem listens on (127.0.0.1).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// The port of the admin endpoint: status page, metrics, drain/enable (127.0.0.1).
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
     },
 }
 

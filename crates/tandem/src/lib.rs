@@ -33,7 +33,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run { config } => daemon::run_file(config),
         Command::Check { config } => check::run(config),
-        Command::Demo { port } => demo::run(*port),
+        Command::Demo { port, admin_port } => demo::run(*port, *admin_port),
         Command::Status { admin, json } => admin_client::status(admin, *json),
         Command::Drain {
             service,

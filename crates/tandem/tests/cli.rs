@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, one_service, read_to_end, succeeded};
+use common::{bin, http, one_service, read_to_end, succeeded};
 use test_support::{free_addr, Tandem};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -151,15 +151,18 @@ async fn port_6443_in_use_gives_the_kubeadm_advice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_answers_with_each_backend_name_in_turn() {
-    let port = free_addr().port();
+    let (port, admin_port) = (free_addr().port(), free_addr().port());
     let mut child = tokio::process::Command::new(bin())
         .args(["demo", "--port", &port.to_string()])
+        .args(["--admin-port", &admin_port.to_string()])
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
     let mut names = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while names.len() < 3 && std::time::Instant::now() < deadline {
@@ -177,6 +180,51 @@ async fn demo_answers_with_each_backend_name_in_turn() {
     }
     names.sort();
     assert_eq!(names, ["backend-1", "backend-2", "backend-3"]);
+
+    // The admin endpoint answers: status, metrics, the page, drain and enable.
+    let (code, json) = http(admin, "GET", "/status", &[]).await;
+    assert_eq!(code, 200);
+    assert_eq!(json.matches(r#""state":"up""#).count(), 3, "{json}");
+    let (code, metrics) = http(admin, "GET", "/metrics", &[]).await;
+    assert_eq!(code, 200);
+    assert!(metrics.contains(r#"tandem_backend_up{service="demo",backend="backend-1"} 1"#));
+    let (code, page) = http(admin, "GET", "/", &[]).await;
+    assert_eq!(code, 200);
+    assert!(page.contains(r#"data-access="loopback""#));
+    let drain = "/backends/demo/backend-2/drain";
+    assert_eq!(http(admin, "POST", drain, &[]).await.0, 200);
+    let (_, json) = http(admin, "GET", "/status", &[]).await;
+    assert!(json.contains(r#""state":"draining""#), "{json}");
+    let enable = "/backends/demo/backend-2/enable";
+    assert_eq!(http(admin, "POST", enable, &[]).await.0, 200);
+
+    // "1" on stdin stops backend-1: its health check takes it down; "1" again
+    // starts it and it comes back up.
+    let mut stdin = child.stdin.take().unwrap();
+    let state_of_1 = || async {
+        let (_, json) = http(admin, "GET", "/status", &[]).await;
+        let at = json
+            .find(r#""name":"backend-1""#)
+            .expect("backend-1 in status");
+        let rest = &json[at..];
+        let state = rest.split(r#""state":""#).nth(1).unwrap();
+        state[..state.find('"').unwrap()].to_owned()
+    };
+    for want in ["down", "up"] {
+        stdin.write_all(b"1\n").await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let state = state_of_1().await;
+            if state == want {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "backend-1 is {state}, not {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }

@@ -11,6 +11,7 @@ pub mod netns;
 mod peers;
 mod process;
 mod tls;
+pub mod webdriver;
 
 pub use backends::{Blackhole, DrainThenReply, EchoServer, HoldServer, NamedServer, UdpNamedEcho};
 pub use peers::Peer;
@@ -86,4 +87,26 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Whether every program in `paths` is installed. When one is missing: under
+/// `TANDEM_REQUIRE_NETNS=1` (CI) a panic; otherwise `false` after a loud skip
+/// message naming the Debian `packages` to install.
+pub fn installed_or_skip(test: &str, paths: &[&str], packages: &str) -> bool {
+    let missing: Vec<&str> = paths
+        .iter()
+        .copied()
+        .filter(|p| !std::path::Path::new(p).exists())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("TANDEM_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
+        panic!("{test}: {missing:?} required (TANDEM_REQUIRE_NETNS=1) but not installed (apt-get install {packages})");
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: {missing:?} not installed (apt-get install {packages}); \
+         set TANDEM_REQUIRE_NETNS=1 to make this a failure. ***\n"
+    );
+    false
 }

@@ -1,22 +1,22 @@
 //! The daemon as the admin endpoint sees it: readiness, the status table,
 //! drain/enable and reload (`tandem_metrics::AdminApi`).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
 use tandem_core::Protocol;
-use tandem_metrics::{AdminApi, ApiError, Status};
+use tandem_metrics::{AdminApi, ApiError, NotReady, Status};
 
-use super::Daemon;
+use super::{Daemon, ReloadError};
 
 impl AdminApi for Daemon {
-    fn ready(&self) -> Result<(), String> {
+    type ReloadError = ReloadError;
+
+    fn ready(&self) -> Result<(), NotReady> {
         if self.ready.load(Relaxed) {
             Ok(())
         } else {
-            Err("starting: listeners not bound yet".to_owned())
+            Err(NotReady::Starting)
         }
     }
 
@@ -42,13 +42,8 @@ impl AdminApi for Daemon {
         Ok(())
     }
 
-    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
-        Box::pin(async move {
-            Daemon::reload(self)
-                .await
-                .map(|diff| diff.to_string())
-                .map_err(|e| e.to_string())
-        })
+    async fn reload(&self) -> Result<String, ReloadError> {
+        Daemon::reload(self).await.map(|diff| diff.to_string())
     }
 }
 
