@@ -143,6 +143,9 @@ impl<A: AdminApi> AdminServer<A> {
         http1::Builder::new()
             .max_buf_size(MAX_REQUEST)
             .keep_alive(false)
+            // A client may shut down its write side and wait for the answer
+            // (`nc -N`, scripts); without this hyper drops the request.
+            .half_close(true)
             .serve_connection(TokioIo::new(stream), service)
             .await
     }
