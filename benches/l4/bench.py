@@ -86,6 +86,14 @@ def core_times():
     return out
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_seconds(before, after):
+    """Busy CPU time of every core between two core_times() readings."""
+    return sum(after[c][0] - before[c][0] for c in after if c in before) / CLK_TCK
+
+
 def busy_percent(before, after, core):
     busy = after[core][0] - before[core][0]
     total = after[core][1] - before[core][1]
@@ -312,7 +320,9 @@ def measured(lab, target, fn):
     cores = core_times()
     if not pid:
         result = fn()
-        result["load_core_busy"] = busy_percent(cores, core_times(), LOAD_CPU)
+        after = core_times()
+        result["load_core_busy"] = busy_percent(cores, after, LOAD_CPU)
+        result["machine_s"] = machine_seconds(cores, after)
         return result
     before = cpu_seconds(pid)
     with SocketPeak(pid) as peak:
@@ -323,6 +333,9 @@ def measured(lab, target, fn):
     after = core_times()
     result["proxy_core_busy"] = busy_percent(cores, after, PROXY_CPU)
     result["load_core_busy"] = busy_percent(cores, after, LOAD_CPU)
+    # The whole machine: load generator, backends, kernel, proxy. Minus what
+    # direct costs for the same work, it is the proxy's cost to the machine.
+    result["machine_s"] = machine_seconds(cores, after)
     # Client and backend legs both count: 2 per connection (UDP: the
     # per-session backend sockets, when the proxy opens one per session).
     result["proxy_sockets"] = peak.extra()
@@ -339,6 +352,7 @@ def bulk(lab, target, seconds, streams):
 
     r = measured(lab, target, go)
     r["cpu_ms_per_gb"] = r["cpu_s"] * 1000 / (r["bytes"] / 1e9) if target != "direct" else None
+    r["machine_ms_per_gb"] = r["machine_s"] * 1000 / (r["bytes"] / 1e9) if r["bytes"] else None
     return r
 
 
@@ -368,6 +382,7 @@ def http_load(lab, target, seconds, close):
     # the same count unless a proxy merges segments (a FIN with the last data).
     r["segs_per_req"] = (tcp_out_segs() - segs) / r["requests"] if r["requests"] else None
     r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / r["requests"] if target != "direct" and r["requests"] else None
+    r["machine_us_per_req"] = r["machine_s"] * 1e6 / r["requests"] if r["requests"] else None
     return r
 
 
@@ -386,6 +401,7 @@ def dns(lab, target, seconds):
 
     r = measured(lab, target, go)
     r["cpu_us_per_query"] = r["cpu_s"] * 1e6 / r["queries"] if target != "direct" and r["queries"] else None
+    r["machine_us_per_query"] = r["machine_s"] * 1e6 / r["queries"] if r["queries"] else None
     return r
 
 
@@ -546,6 +562,11 @@ def main():
         ("keep-alive p50 ms", "keepalive", "p50_ms", 2), ("keep-alive p99 ms", "keepalive", "p99_ms", 2),
         ("DNS queries/s", "dns", "qps", 0), ("DNS CPU µs/query", "dns", "cpu_us_per_query", 1),
         ("idle KiB/conn", "idle", "kib_per_conn", 2),
+        ("bulk 1 stream machine ms/GB", "bulk1", "machine_ms_per_gb", 0),
+        ("bulk 4 streams machine ms/GB", "bulk4", "machine_ms_per_gb", 0),
+        ("new conn machine µs/conn", "conn", "machine_us_per_req", 1),
+        ("keep-alive machine µs/req", "keepalive", "machine_us_per_req", 1),
+        ("DNS machine µs/query", "dns", "machine_us_per_query", 1),
     ]
     spec = [row for row in spec if any(get(t, row[1], row[2]) for t in targets)]
     for label, w, k, d in spec:
@@ -565,7 +586,7 @@ def main():
                 ov = get(o, w, k)
                 cells.append(f"{tv[0] / ov[0]:.2f}" if ov and ov[0] else "–")
             # Lower is better for CPU, latency and memory; higher for rates.
-            lower = k.startswith(("cpu", "kib", "segs")) or k.endswith("_ms")
+            lower = k.startswith(("cpu", "kib", "segs", "machine")) or k.endswith("_ms")
             vals = [get(o, w, k) for o in anchors]
             vals = [v[0] for v in vals if v and v[0]]
             if vals:
@@ -574,6 +595,24 @@ def main():
             else:
                 cells.append("–")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    # The proxy's marginal cost to the whole machine: its machine figure minus
+    # direct's for the same workload (medians of the same rounds).
+    marginal = [(label, w, k, d) for label, w, k, d in spec if k.startswith("machine")]
+    proxies = [t for t in targets if t != "direct"]
+    if "direct" in targets and marginal and proxies:
+        lines += ["", "Marginal cost to the whole machine (both cores' busy time from /proc/stat per unit of work, "
+                  "minus direct's for the same workload; medians). Unlike the per-process rows, it includes the "
+                  "kernel work a proxy causes on the other core:", "",
+                  "| workload | " + " | ".join(proxies) + " |", "|---|" + "---|" * len(proxies)]
+        for label, w, k, d in marginal:
+            base = get("direct", w, k)
+            if not base:
+                continue
+            cells = []
+            for t in proxies:
+                v = get(t, w, k)
+                cells.append(f"{v[0] - base[0]:.{d}f}" if v else "–")
+            lines.append(f"| {label.replace('machine', 'marginal')} | " + " | ".join(cells) + " |")
     # Traffic check: the peak of sockets each proxy held above its idle count
     # during each workload. A proxy the load bypassed would show 0.
     # iperf3 opens a control connection besides its streams.
