@@ -358,3 +358,120 @@ async fn udp_sessions_carry_a_v2_header_and_obey_allow() {
         "{metrics}"
     );
 }
+
+/// A backend in `host` on `addr` that reads tandem's PROXY v1 line, answers
+/// with the client address in it, and holds the connection until the client
+/// closes. Stops accepting after `for_how_long`.
+fn proxy_echo_in(host: &test_support::netns::Host, addr: SocketAddr, for_how_long: Duration) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    host.spawn(move || {
+        let listener = std::net::TcpListener::bind(addr).expect("bind the backend");
+        // accept(2) honours SO_RCVTIMEO: the loop below ends at its deadline.
+        socket2::SockRef::from(&listener)
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let deadline = std::time::Instant::now() + for_how_long;
+        while std::time::Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Write};
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                // PROXY TCP4 <source> <destination> <sport> <dport>
+                let source = line.split(' ').nth(2).unwrap_or("?").to_owned();
+                let _ = s.write_all(format!("{source}\n").as_bytes());
+                let mut sink = [0u8; 64];
+                while matches!(std::io::Read::read(&mut reader, &mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("backend starts");
+}
+
+/// From `host`: connects to `to` and returns the first line it gets, or
+/// `None` when the connection is closed (or reset) without one. The stream
+/// is returned too, to hold the connection open.
+fn first_line_from(
+    host: &test_support::netns::Host,
+    to: SocketAddr,
+) -> (Option<String>, Option<std::net::TcpStream>) {
+    host.spawn(move || {
+        use std::io::BufRead;
+        let Ok(s) = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3)) else {
+            return (None, None);
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut line = String::new();
+        match std::io::BufReader::new(s.try_clone().unwrap()).read_line(&mut line) {
+            Ok(n) if n > 0 => (Some(line.trim().to_owned()), Some(s)),
+            _ => (None, None),
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+/// The same rules with clients that are really different hosts: three client
+/// namespaces and a denied one, tandem and the backend on a fourth.
+#[test]
+fn clients_in_namespaces_are_told_apart_by_address() {
+    let Some(mut lab) = test_support::netns::Lab::new("admission_by_address") else {
+        return;
+    };
+    let node = lab.host(&["198.18.0.1/24"]);
+    let clients: Vec<_> = (2..=5)
+        .map(|i| lab.host(&[&format!("198.18.0.{i}/24")]))
+        .collect();
+    let backend: SocketAddr = "198.18.0.1:9000".parse().unwrap();
+    let listen: SocketAddr = "198.18.0.1:8080".parse().unwrap();
+    proxy_echo_in(&node, backend, Duration::from_secs(60));
+    let yaml = format!(
+        "admin:\n  listen: 127.0.0.1:9901\nservices:\n  - name: api\n    listen: {listen}\n    allow: [198.18.0.0/24]\n    deny: [198.18.0.5/32]\n    limits: {{ connections_per_source: 2 }}\n    proxy_protocol: {{ send: v1 }}\n    backends: [{{ address: \"{backend}\" }}]\n"
+    );
+    let mut tandem = Tandem::spawn_in_netns(node.ns(), common::bin(), &yaml);
+    tandem.wait_listening(listen);
+
+    // Each client is seen as itself, through tandem's PROXY header.
+    let (a1, held_a1) = first_line_from(&clients[0], listen);
+    let (a2, held_a2) = first_line_from(&clients[0], listen);
+    let (b, _held_b) = first_line_from(&clients[1], listen);
+    let (c, _held_c) = first_line_from(&clients[2], listen);
+    assert_eq!(a1.as_deref(), Some("198.18.0.2"), "{}", tandem.logs());
+    assert_eq!(a2.as_deref(), Some("198.18.0.2"));
+    assert_eq!(b.as_deref(), Some("198.18.0.3"));
+    assert_eq!(c.as_deref(), Some("198.18.0.4"));
+    // The first client's third connection is over its limit; the others are not affected.
+    let (a3, _) = first_line_from(&clients[0], listen);
+    assert_eq!(a3, None, "a third connection from 198.18.0.2 got through");
+    let (b2, _held_b2) = first_line_from(&clients[1], listen);
+    assert_eq!(b2.as_deref(), Some("198.18.0.3"));
+    // The denied host never reaches the backend.
+    let (d, _) = first_line_from(&clients[3], listen);
+    assert_eq!(d, None, "198.18.0.5 is denied");
+    let metrics = node.sh(&["curl", "-s", "http://127.0.0.1:9901/metrics"]);
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let rejected = |reason: &str| {
+        common::sample(
+            &metrics,
+            &format!("tandem_connections_rejected_total{{service=\"api\",reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(rejected("denied"), Some(1.0), "{metrics}");
+    assert_eq!(rejected("source_connections"), Some(1.0), "{metrics}");
+
+    // A closed connection frees the source's slot (once tandem has seen the close).
+    drop((held_a1, held_a2));
+    let freed = test_support::netns::wait_for(Duration::from_secs(5), || {
+        first_line_from(&clients[0], listen).0.as_deref() == Some("198.18.0.2")
+    });
+    assert!(freed.is_some(), "{}", tandem.logs());
+}
