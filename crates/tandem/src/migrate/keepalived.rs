@@ -90,6 +90,8 @@ fn parse_nodes(tokens: &[(String, usize)], pos: &mut usize) -> Vec<Node> {
         match t.as_str() {
             "{" => {
                 let children = parse_nodes(tokens, pos);
+                // A block with no keyword before it is on the line of its `{`.
+                let line = if words.is_empty() { *l } else { line };
                 nodes.push(Node {
                     words: std::mem::take(&mut words),
                     line,
@@ -334,6 +336,15 @@ pub fn parse(text: &str, file: &str) -> Result<KeepalivedConfig, Vec<Refusal>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_without_a_keyword_is_refused_at_its_line() {
+        // Found by the cargo-fuzz target migrate: the refusal said line 0.
+        let text = "vrrp_instance VI_1 {\n    interface eth0\n    {\n    }\n}\n";
+        let refusals = parse(text, "keepalived.conf").unwrap_err();
+        assert!(refusals.iter().all(|r| r.line >= 1), "{refusals:?}");
+        assert!(refusals.iter().any(|r| r.line == 3), "{refusals:?}");
+    }
 
     #[test]
     fn deeply_nested_blocks_are_refused_not_a_stack_overflow() {
