@@ -74,7 +74,9 @@ pub fn request_in_chunks(input: &[u8]) {
     if answer.is_empty() {
         // A client that closes before a whole request head gets no answer
         // (as from nginx or HAProxy); one that sent a head always gets one.
-        let whole_head = bytes.windows(4).any(|w| w == b"\r\n\r\n");
+        // Empty lines before a request line are skipped (RFC 9112 §2.2).
+        let start = bytes.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+        let whole_head = start.is_some_and(|i| bytes[i..].windows(4).any(|w| w == b"\r\n\r\n"));
         assert!(
             reset || !whole_head,
             "closed without an answer to {bytes:?}"
@@ -220,6 +222,14 @@ mod tests {
         b"GET /readyz HTTP/1.0\r\n\r\n",
         b"DELETE /healthz HTTP/1.1\r\n\r\nbody",
     ];
+
+    /// Found by cargo-fuzz: empty lines alone are not a request, and a
+    /// client that sends only them and closes gets no answer (as from nginx).
+    #[test]
+    fn empty_lines_then_a_close_need_no_answer() {
+        request_in_chunks(b"\x04\r\n\r\n");
+        request_in_chunks(b"\x00\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    }
 
     /// Found by this harness after the move to hyper: a client that shuts
     /// down its write side after the request got no answer.
