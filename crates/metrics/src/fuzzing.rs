@@ -260,14 +260,8 @@ mod tests {
             .with_type::<(u8, u8, Vec<(u8, u8)>, Vec<u8>)>()
             .with_iterations(700)
             .for_each(|(plan, seed, edits, tail)| {
-                let mut input = vec![*plan];
-                input.extend_from_slice(SEEDS[usize::from(*seed) % SEEDS.len()]);
-                for &(at, byte) in edits.iter().take(3) {
-                    let at = 1 + usize::from(at) % (input.len() - 1);
-                    input[at] = byte;
-                }
-                input.extend_from_slice(tail);
-                request_in_chunks(&input);
+                let seed = SEEDS[usize::from(*seed) % SEEDS.len()];
+                request_in_chunks(&test_support::fuzz::mutated(*plan, seed, edits, 3, tail));
             });
     }
 }

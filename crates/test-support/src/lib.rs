@@ -7,6 +7,7 @@
 //! bounded.
 
 mod backends;
+pub mod fuzz;
 pub mod netns;
 mod peers;
 mod process;

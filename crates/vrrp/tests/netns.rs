@@ -432,17 +432,27 @@ fn a_new_master_announces_its_vips_to_the_neighbours() {
     });
 }
 
+/// A `notify` line whose hooks append `echo ARGS` to `log`, per state.
+fn notify_lines(log: &std::path::Path, hooks: &[(&str, &str)]) -> String {
+    let hooks: Vec<String> = hooks
+        .iter()
+        .map(|(state, args)| {
+            let command = format!("sh -c 'echo {args} >> {}'", log.display());
+            format!("{state}: \"{}\"", command.replace('"', "\\\""))
+        })
+        .collect();
+    format!("      notify: {{ {} }}\n", hooks.join(", "))
+}
+
 #[test]
 fn notify_hooks_run_with_instance_and_state() {
     let mut lab = lab!();
     let ha = lab.host(&["198.18.0.1/24"]);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("hooks");
-    let hook = |state: &str| format!("sh -c 'echo {state} \"$0\" \"$1\" >> {}'", log.display());
-    let extra = format!(
-        "      notify: {{ master: \"{}\", backup: \"{}\" }}\n",
-        hook("M").replace('"', "\\\""),
-        hook("B").replace('"', "\\\"")
+    let extra = notify_lines(
+        &log,
+        &[("master", "M \"$0\" \"$1\""), ("backup", "B \"$0\" \"$1\"")],
     );
     let _a = Node::start(&ha, &instance(150, &extra));
     eventually("both hooks ran", || {
@@ -488,12 +498,7 @@ fn a_masters_link_going_down_is_a_fault_that_releases_the_vip_and_it_comes_back(
     let (ha, hb) = (lab.host(&["198.18.0.1/24"]), lab.host(&["198.18.0.2/24"]));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("hooks");
-    let hook = |state: &str| format!("sh -c 'echo {state} >> {}'", log.display());
-    let extra = format!(
-        "      notify: {{ master: \"{}\", fault: \"{}\" }}\n",
-        hook("master").replace('"', "\\\""),
-        hook("fault").replace('"', "\\\"")
-    );
+    let extra = notify_lines(&log, &[("master", "master"), ("fault", "fault")]);
     let a = Node::start(&ha, &instance(150, &extra));
     let b = Node::start(&hb, &instance(100, ""));
     eventually("A holds the VIP", || {

@@ -135,6 +135,7 @@ pub async fn serve(
     let token = startup::read_token(&config)?;
     let registry = tandem_metrics::registry();
     let mut supervisor = Supervisor::new(&config, &registry)?;
+    let udp_session_budget = supervisor.udp_session_budget();
 
     // Bind: every listener before accepting on any.
     let services = reload::prepare(&supervisor, config.clone()).await;
@@ -212,7 +213,7 @@ pub async fn serve(
     info!(
         config = %source.name(),
         services = config.services.len(),
-        udp_session_budget = tandem_listener::SessionBudget::for_this_process().max(),
+        udp_session_budget,
         "tandem started"
     );
 

@@ -105,6 +105,11 @@ impl Supervisor {
         })
     }
 
+    /// UDP sessions the whole process may hold (see `SessionBudget`).
+    pub(super) fn udp_session_budget(&self) -> u64 {
+        self.udp_budget.max()
+    }
+
     #[cfg(test)]
     pub(super) fn find(&self, name: &str) -> Option<&Arc<ServiceState>> {
         self.services
