@@ -35,6 +35,10 @@
 //! Calls block for at most [`TIMEOUT`]: the kernel answers these in
 //! microseconds, so callers make them on their task.
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod address;
 mod events;
 mod link;

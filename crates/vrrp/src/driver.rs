@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tandem_config::{IpPrefix, VrrpChecksum, VrrpInstance};
+use tandem_netlink::{Address, HostEvent, HostEvents, Netlink};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::machine::{Action, Heard, Machine, Params};
 use crate::metrics::InstanceMetrics;
-use crate::netlink::{Address, HostEvent, HostEvents, Netlink};
 use crate::packet::{self, AdvertFields, IpMeta, Reject};
 use crate::socket::{Announcer, VrrpSocket};
 use crate::{notify, Fault, InstanceState, Shared};
@@ -292,7 +292,10 @@ impl Driver {
     fn restore_vips(&self, io: &mut Io, mem: &mut Memory) {
         let mut restored = false;
         for vip in mem.added.clone() {
-            match io.netlink.add_address(io.ifindex, vip) {
+            match io
+                .netlink
+                .add_address(io.ifindex, vip.address, vip.prefix_len)
+            {
                 Ok(true) => {
                     restored = true;
                     self.metrics.restored.inc();
@@ -423,11 +426,7 @@ impl Driver {
             if !self.cfg.virtual_ips.iter().any(|v| v.address == a.address) {
                 continue;
             }
-            let p = IpPrefix {
-                address: a.address,
-                prefix_len: a.prefix_len,
-            };
-            match netlink.delete_address(index, p) {
+            match netlink.delete_address(index, a.address, a.prefix_len) {
                 Ok(_) => info!(
                     instance = %self.cfg.name,
                     vip = %a.address,
@@ -621,7 +620,10 @@ impl Driver {
             if mem.added.contains(vip) {
                 continue;
             }
-            match io.netlink.add_address(io.ifindex, *vip) {
+            match io
+                .netlink
+                .add_address(io.ifindex, vip.address, vip.prefix_len)
+            {
                 Ok(true) => mem.added.push(*vip),
                 Ok(false) => warn!(
                     instance = %self.cfg.name,
@@ -637,7 +639,10 @@ impl Driver {
 
     fn remove_vips(&self, io: &mut Io, mem: &mut Memory) {
         for vip in std::mem::take(&mut mem.added) {
-            if let Err(e) = io.netlink.delete_address(io.ifindex, vip) {
+            if let Err(e) = io
+                .netlink
+                .delete_address(io.ifindex, vip.address, vip.prefix_len)
+            {
                 error!(instance = %self.cfg.name, vip = %vip.address, error = %e, "cannot remove virtual IP");
             }
         }

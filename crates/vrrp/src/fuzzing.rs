@@ -1,12 +1,11 @@
-//! Fuzz harnesses of the two parsers that read outside bytes: the advert
-//! decoder ([`packet`]) and the netlink reply parser. Shared by the bolero
-//! tests below (bounded, in `cargo test`) and the cargo-fuzz targets
-//! `vrrp_packet` and `netlink_reply` (long runs, see docs/fuzzing.md).
+//! The fuzz harness of the parser that reads outside bytes: the advert
+//! decoder ([`packet`]). Shared by the bolero tests below (bounded, in
+//! `cargo test`) and the cargo-fuzz target `vrrp_packet` (long runs, see
+//! docs/fuzzing.md); the netlink answers are tandem-netlink's, fuzzed there.
 //! Compiled only for tests and with the `fuzzing` feature.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::netlink;
 use crate::packet::{self, AdvertFields, IpMeta, VrrpChecksum, HEADER_LEN};
 
 /// One received packet. Input: a flags byte, then for the IPv4 raw-socket
@@ -96,41 +95,6 @@ fn check_advert(msg: &[u8], ip: &IpMeta, mode: VrrpChecksum, fix_checksum: bool)
     assert!(packet::verifies(&out, ip.src, ip.dst, mode));
 }
 
-/// The kernel's answers to one request. Input: a byte of datagram plan, then
-/// the bytes, cut into datagrams as `recv` would hand them over (plan 0: one); every
-/// message is parsed as a link and as an address, as the driver does.
-/// Checked: no panic, no hang, and parsing ends after at most one message
-/// per 16 bytes.
-pub fn netlink_reply(input: &[u8]) {
-    let Some((&plan, bytes)) = input.split_first() else {
-        return;
-    };
-    let mut rest = bytes;
-    let mut state = u32::from(plan) | 0x100;
-    while !rest.is_empty() {
-        // Plan 0: the whole input is one datagram, as the seeds captured from the kernel are.
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let size = match plan {
-            0 => rest.len(),
-            _ => 16 + ((state >> 16) as usize % 4096),
-        };
-        let (datagram, tail) = rest.split_at(size.min(rest.len()));
-        rest = tail;
-        let mut messages = 0;
-        let outcome = netlink::absorb(datagram, 1, |_, payload| {
-            messages += 1;
-            let _ = netlink::parse_link(payload);
-            let _ = netlink::parse_address(payload);
-        });
-        assert!(messages <= datagram.len() / 16);
-        // The same bytes as a multicast batch of link and address events.
-        assert!(netlink::parse_events(datagram).len() <= datagram.len() / 16);
-        if outcome.is_some() {
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,74 +128,5 @@ mod tests {
                 input.extend_from_slice(tail);
                 decode_advert(&input);
             });
-    }
-
-    #[test]
-    fn random_netlink_replies_parse_without_panic_or_hang() {
-        bolero::check!()
-            .with_iterations(20_000)
-            .for_each(|input: &[u8]| netlink_reply(input));
-    }
-
-    /// An RTM_NEWADDR answer (seq 1, part of a dump) for 198.18.0.100/24 on
-    /// interface 3, then NLMSG_DONE: what the kernel sends, behind a plan byte.
-    fn address_dump() -> Vec<u8> {
-        let mut body = vec![2u8, 24, 0, 0, 3, 0, 0, 0];
-        for (kind, data) in [(2u16, &[198u8, 18, 0, 100][..]), (1, &[198, 18, 0, 100])] {
-            body.extend_from_slice(&8u16.to_ne_bytes());
-            body.extend_from_slice(&kind.to_ne_bytes());
-            body.extend_from_slice(data);
-        }
-        let mut out = vec![7u8];
-        for (kind, flags, payload) in [(20u16, 2u16, &body[..]), (3, 2, &[0u8; 4][..])] {
-            out.extend_from_slice(&(16 + payload.len() as u32).to_ne_bytes());
-            out.extend_from_slice(&kind.to_ne_bytes());
-            out.extend_from_slice(&flags.to_ne_bytes());
-            out.extend_from_slice(&1u32.to_ne_bytes());
-            out.extend_from_slice(&0u32.to_ne_bytes());
-            out.extend_from_slice(payload);
-        }
-        out
-    }
-
-    #[test]
-    fn mutated_netlink_replies_parse_without_panic_or_hang() {
-        let seed = address_dump();
-        bolero::check!()
-            .with_type::<(Vec<(u8, u8)>, Vec<u8>)>()
-            .with_iterations(20_000)
-            .for_each(|(edits, tail)| {
-                let mut input = seed.clone();
-                for &(at, byte) in edits.iter().take(4) {
-                    let at = usize::from(at) % input.len();
-                    input[at] = byte;
-                }
-                input.extend_from_slice(tail);
-                netlink_reply(&input);
-            });
-    }
-
-    #[test]
-    fn an_attribute_shorter_than_its_header_ends_the_list() {
-        // Found by the netlink harness: an rtattr length of 0 to 3 did not
-        // advance, and parsing the message spun for ever.
-        let mut input = address_dump();
-        input[1 + 16 + 8] = 0; // first attribute's length, low byte
-        netlink_reply(&input);
-        // A broken length ends the list: the address attributes after it are not read.
-        assert!(netlink::parse_address(&input[1 + 16..1 + 16 + 24]).is_none());
-    }
-
-    #[test]
-    fn an_error_ack_with_errno_i32_min_is_eio() {
-        // Found by the cargo-fuzz target netlink_reply: `-errno` overflowed.
-        let mut ack = vec![0u8; 20];
-        ack[..4].copy_from_slice(&20u32.to_ne_bytes());
-        ack[4..6].copy_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
-        ack[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        ack[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
-        assert_eq!(netlink::absorb(&ack, 1, |_, _| {}), Some(Err(libc::EIO)));
-        ack[16..20].copy_from_slice(&(-libc::EEXIST).to_ne_bytes());
-        assert_eq!(netlink::absorb(&ack, 1, |_, _| {}), Some(Err(libc::EEXIST)));
     }
 }

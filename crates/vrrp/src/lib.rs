@@ -42,7 +42,6 @@ pub mod fuzzing;
 
 mod driver;
 mod metrics;
-mod netlink;
 mod notify;
 mod socket;
 mod sys;

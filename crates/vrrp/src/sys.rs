@@ -84,23 +84,6 @@ pub(crate) fn packet_addr(ifindex: u32, ethertype: u16) -> io::Result<SockAddr> 
     Ok(addr)
 }
 
-/// A `sockaddr_nl` with port id 0 (the kernel picks one) and no groups: a
-/// netlink socket must be bound before multicast groups deliver to it.
-pub(crate) fn netlink_addr() -> io::Result<SockAddr> {
-    // SAFETY: try_init hands over zeroed storage of sockaddr_storage size and
-    // alignment, which holds a sockaddr_nl (12 bytes); we write only its
-    // family through a pointer of that type and report its exact length.
-    let ((), addr) = unsafe {
-        SockAddr::try_init(|storage, len| {
-            let nl = storage.cast::<libc::sockaddr_nl>();
-            (*nl).nl_family = libc::AF_NETLINK as libc::sa_family_t;
-            *len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-            Ok(())
-        })
-    }?;
-    Ok(addr)
-}
-
 /// Registers `socket` with the tokio reactor of the current runtime.
 pub(crate) fn async_fd(socket: Socket, interest: Interest) -> io::Result<AsyncFd<Socket>> {
     // SAFETY: the Socket owns its descriptor and moves into the AsyncFd,
@@ -164,26 +147,6 @@ mod tests {
         assert_eq!(&head[2..4], &[0x08, 0x06]);
         assert_eq!(i32::from_ne_bytes([head[4], head[5], head[6], head[7]]), 7);
         assert!(packet_addr(u32::MAX, 0x0806).is_err());
-    }
-
-    #[test]
-    fn netlink_addresses_bind_with_a_port_the_kernel_picks() {
-        let a = netlink_addr().unwrap();
-        assert_eq!(a.family(), libc::AF_NETLINK as libc::sa_family_t);
-        assert_eq!(a.len() as usize, size_of::<libc::sockaddr_nl>());
-        let s = Socket::new(
-            Domain::from(libc::AF_NETLINK),
-            Type::RAW,
-            Some(Protocol::from(libc::NETLINK_ROUTE)),
-        )
-        .unwrap();
-        s.bind(&a).unwrap();
-        let bound = s.local_addr().unwrap();
-        // sockaddr_nl: family (2), pad (2), port id (4), groups (4).
-        let raw = bound.as_ptr().cast::<u8>();
-        // SAFETY: (test) the bound address is a 12-byte sockaddr_nl; read in place.
-        let port = unsafe { std::slice::from_raw_parts(raw.add(4), 4) };
-        assert_ne!(u32::from_ne_bytes([port[0], port[1], port[2], port[3]]), 0);
     }
 
     #[tokio::test]
