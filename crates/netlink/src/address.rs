@@ -4,14 +4,14 @@ use std::io;
 use std::net::IpAddr;
 
 use netlink_packet_core::{
-    Emitable, Parseable, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    parse_ip, parse_u32, Emitable, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeader, AddressHeaderFlags, AddressMessage,
+    AddressAttribute, AddressFlags, AddressHeader, AddressHeaderFlags,
 };
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_packet_route::AddressFamily;
 
-use crate::request::{attributes, os_error};
+use crate::request::{attributes, os_error, Request};
 use crate::Netlink;
 
 /// One address on an interface.
@@ -28,22 +28,24 @@ pub struct Address {
 impl Netlink {
     /// Every address of one family on interface `index`, in the kernel's order.
     pub fn addresses(&mut self, index: u32, ipv6: bool) -> io::Result<Vec<Address>> {
-        let mut message = AddressMessage::default();
-        message.header.family = family(ipv6);
-        let mut out = Vec::new();
-        let verdict = self.request(
-            RouteNetlinkMessage::GetAddress(message),
-            NLM_F_REQUEST | NLM_F_DUMP,
-            |kind, body| {
-                if kind == libc::RTM_NEWADDR {
-                    out.extend(
-                        parse_address(body)
-                            .filter(|(i, _)| *i == index)
-                            .map(|(_, a)| a),
-                    );
-                }
+        let request: Request<_, AddressAttribute> = Request {
+            kind: libc::RTM_GETADDR,
+            header: AddressHeader {
+                family: family(ipv6),
+                ..AddressHeader::default()
             },
-        )?;
+            attributes: Vec::new(),
+        };
+        let mut out = Vec::new();
+        let verdict = self.request(request, NLM_F_REQUEST | NLM_F_DUMP, |kind, body| {
+            if kind == libc::RTM_NEWADDR {
+                out.extend(
+                    parse_address(body)
+                        .filter(|(i, _)| *i == index)
+                        .map(|(_, a)| a),
+                );
+            }
+        })?;
         verdict.map_err(os_error)?;
         Ok(out)
     }
@@ -51,9 +53,9 @@ impl Netlink {
     /// Adds `address/prefix_len` to interface `index`. `Ok(false)`: it was
     /// already there (someone else's, then: the caller must not remove it later).
     pub fn add_address(&mut self, index: u32, address: IpAddr, prefix_len: u8) -> io::Result<bool> {
-        let message = address_message(index, address, prefix_len, true);
+        let request = address_request(libc::RTM_NEWADDR, index, address, prefix_len);
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-        match self.request(RouteNetlinkMessage::NewAddress(message), flags, |_, _| {})? {
+        match self.request(request, flags, |_, _| {})? {
             Ok(()) => Ok(true),
             Err(libc::EEXIST) => Ok(false),
             Err(e) => Err(os_error(e)),
@@ -67,9 +69,9 @@ impl Netlink {
         address: IpAddr,
         prefix_len: u8,
     ) -> io::Result<bool> {
-        let message = address_message(index, address, prefix_len, false);
+        let request = address_request(libc::RTM_DELADDR, index, address, prefix_len);
         let flags = NLM_F_REQUEST | NLM_F_ACK;
-        match self.request(RouteNetlinkMessage::DelAddress(message), flags, |_, _| {})? {
+        match self.request(request, flags, |_, _| {})? {
             Ok(()) => Ok(true),
             Err(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ESRCH) => Ok(false),
             Err(e) => Err(os_error(e)),
@@ -85,47 +87,64 @@ fn family(ipv6: bool) -> AddressFamily {
     }
 }
 
-fn address_message(index: u32, address: IpAddr, prefix_len: u8, adding: bool) -> AddressMessage {
-    let mut message = AddressMessage::default();
-    message.header.family = family(address.is_ipv6());
-    message.header.prefix_len = prefix_len;
-    message.header.index = index;
-    let attrs = &mut message.attributes;
+/// An RTM_NEWADDR (`adding`) or RTM_DELADDR request for one address.
+fn address_request(
+    kind: u16,
+    index: u32,
+    address: IpAddr,
+    prefix_len: u8,
+) -> Request<AddressHeader, AddressAttribute> {
+    let adding = kind == libc::RTM_NEWADDR;
+    let mut header = AddressHeader {
+        family: family(address.is_ipv6()),
+        prefix_len,
+        index,
+        ..AddressHeader::default()
+    };
+    let mut attributes = Vec::new();
     match address {
         IpAddr::V4(_) => {
-            attrs.push(AddressAttribute::Local(address));
+            attributes.push(AddressAttribute::Local(address));
             if adding {
-                attrs.push(AddressAttribute::Address(address));
+                attributes.push(AddressAttribute::Address(address));
             }
         }
         IpAddr::V6(_) => {
-            attrs.push(AddressAttribute::Address(address));
+            attributes.push(AddressAttribute::Address(address));
             if adding {
                 // Usable at once: no duplicate address detection, which would
                 // also delay the unsolicited neighbour advertisements.
-                message.header.flags = AddressHeaderFlags::Nodad;
-                attrs.push(AddressAttribute::Flags(AddressFlags::Nodad));
+                header.flags = AddressHeaderFlags::Nodad;
+                attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
             }
         }
     }
-    message
+    Request {
+        kind,
+        header,
+        attributes,
+    }
 }
 
 /// The interface index and address in the body of an RTM_NEWADDR or
-/// RTM_DELADDR message; attributes that do not parse are skipped.
+/// RTM_DELADDR message. Attributes are read by their type and a value that
+/// does not parse is skipped (the library's `AddressAttribute` parser would
+/// refuse the whole message, and formats every error it meets).
 pub(crate) fn parse_address(body: &[u8]) -> Option<(u32, Address)> {
     let header = AddressHeader::parse(body).ok()?;
-    let mut flags = AddressFlags::from_bits_retain(u32::from(header.flags.bits()));
+    let mut flags = u32::from(header.flags.bits());
     let (mut local, mut address) = (None, None);
     for nla in attributes(body.get(header.buffer_len()..)?) {
-        match AddressAttribute::parse(&nla) {
-            Ok(AddressAttribute::Local(a)) => local = Some(a),
-            Ok(AddressAttribute::Address(a)) => address = Some(a),
+        let value = nla.value();
+        match nla.kind() {
+            libc::IFA_LOCAL => local = parse_ip(value).ok().or(local),
+            libc::IFA_ADDRESS => address = parse_ip(value).ok().or(address),
             // The 32-bit flags, of which the header holds the low 8.
-            Ok(AddressAttribute::Flags(f)) => flags = f,
+            libc::IFA_FLAGS => flags = parse_u32(value).unwrap_or(flags),
             _ => {}
         }
     }
+    let flags = AddressFlags::from_bits_retain(flags);
     // IPv4 point-to-point links put the peer in IFA_ADDRESS.
     let address = local.or(address)?;
     Some((
@@ -143,6 +162,9 @@ pub(crate) fn parse_address(body: &[u8]) -> Option<(u32, Address)> {
 mod tests {
     use std::net::Ipv4Addr;
 
+    use netlink_packet_core::NetlinkSerializable;
+    use netlink_packet_route::address::AddressMessage;
+
     use super::*;
 
     fn encode(message: &AddressMessage) -> Vec<u8> {
@@ -151,10 +173,22 @@ mod tests {
         buf
     }
 
+    fn request_body(request: &Request<AddressHeader, AddressAttribute>) -> Vec<u8> {
+        let mut buf = vec![0; request.buffer_len()];
+        request.serialize(&mut buf);
+        buf
+    }
+
     #[test]
     fn an_added_address_parses_back_with_its_interface() {
         let v4: IpAddr = "198.18.0.100".parse().unwrap();
-        let (index, a) = parse_address(&encode(&address_message(3, v4, 24, true))).unwrap();
+        let (index, a) = parse_address(&request_body(&address_request(
+            libc::RTM_NEWADDR,
+            3,
+            v4,
+            24,
+        )))
+        .unwrap();
         assert_eq!(index, 3);
         assert_eq!(
             a,
@@ -166,7 +200,13 @@ mod tests {
             }
         );
         let v6: IpAddr = "2001:2::100".parse().unwrap();
-        let (index, a) = parse_address(&encode(&address_message(4, v6, 64, true))).unwrap();
+        let (index, a) = parse_address(&request_body(&address_request(
+            libc::RTM_NEWADDR,
+            4,
+            v6,
+            64,
+        )))
+        .unwrap();
         assert_eq!((index, a.address, a.prefix_len), (4, v6, 64));
     }
 

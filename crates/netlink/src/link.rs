@@ -2,12 +2,10 @@
 
 use std::io;
 
-use netlink_packet_core::ParseableParametrized;
-use netlink_packet_core::{Emitable, NLM_F_REQUEST};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkHeader, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_core::{parse_mac, DefaultNla, Emitable, NLM_F_REQUEST};
+use netlink_packet_route::link::{LinkFlags, LinkHeader};
 
-use crate::request::{attributes, os_error};
+use crate::request::{attributes, os_error, Request};
 use crate::Netlink;
 
 /// An interface, as the kernel names it.
@@ -23,20 +21,19 @@ pub struct Link {
 impl Netlink {
     /// The interface called `name`; `None` when there is none.
     pub fn link(&mut self, name: &str) -> io::Result<Option<Link>> {
-        let mut message = LinkMessage::default();
-        message
-            .attributes
-            .push(LinkAttribute::IfName(name.to_owned()));
+        let mut ifname = name.as_bytes().to_vec();
+        ifname.push(0);
+        let request = Request {
+            kind: libc::RTM_GETLINK,
+            header: LinkHeader::default(),
+            attributes: vec![DefaultNla::new(libc::IFLA_IFNAME, ifname)],
+        };
         let mut found = None;
-        let verdict = self.request(
-            RouteNetlinkMessage::GetLink(message),
-            NLM_F_REQUEST,
-            |kind, body| {
-                if kind == libc::RTM_NEWLINK {
-                    found = parse_link(body);
-                }
-            },
-        )?;
+        let verdict = self.request(request, NLM_F_REQUEST, |kind, body| {
+            if kind == libc::RTM_NEWLINK {
+                found = parse_link(body);
+            }
+        })?;
         match verdict {
             Ok(()) => Ok(found),
             Err(libc::ENODEV) => Ok(None),
@@ -45,16 +42,15 @@ impl Netlink {
     }
 }
 
-/// The link in the body of an RTM_NEWLINK or RTM_DELLINK message;
-/// attributes that do not parse are skipped.
+/// The link in the body of an RTM_NEWLINK or RTM_DELLINK message. Only
+/// IFLA_ADDRESS is read of its attributes, by its type: the library's
+/// `LinkAttribute` parser reads every kind of link there is (bridges,
+/// tunnels, SR-IOV, ...), about 250 KB of code for six bytes.
 pub(crate) fn parse_link(body: &[u8]) -> Option<Link> {
     let header = LinkHeader::parse(body).ok()?;
-    let mac = attributes(body.get(header.buffer_len()..)?).find_map(|nla| {
-        match LinkAttribute::parse_with_param(&nla, header.interface_family) {
-            Ok(LinkAttribute::Address(a)) => <[u8; 6]>::try_from(a.as_slice()).ok(),
-            _ => None,
-        }
-    });
+    let mac = attributes(body.get(header.buffer_len()..)?)
+        .find(|nla| nla.kind() == libc::IFLA_ADDRESS)
+        .and_then(|nla| parse_mac(nla.value()).ok());
     let running = LinkFlags::Up | LinkFlags::Running;
     Some(Link {
         index: header.index,
@@ -65,6 +61,8 @@ pub(crate) fn parse_link(body: &[u8]) -> Option<Link> {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+
     use super::*;
 
     fn body(index: u32, flags: LinkFlags, attrs: Vec<LinkAttribute>) -> Vec<u8> {
@@ -75,6 +73,23 @@ mod tests {
         let mut buf = vec![0; m.buffer_len()];
         m.emit(&mut buf);
         buf
+    }
+
+    #[test]
+    fn a_lookup_by_name_is_what_the_library_would_write() {
+        use netlink_packet_core::NetlinkSerializable;
+        let request = Request {
+            kind: libc::RTM_GETLINK,
+            header: LinkHeader::default(),
+            attributes: vec![DefaultNla::new(libc::IFLA_IFNAME, b"eth0\0".to_vec())],
+        };
+        let mut ours = vec![0; request.buffer_len()];
+        request.serialize(&mut ours);
+        let mut m = LinkMessage::default();
+        m.attributes = vec![LinkAttribute::IfName("eth0".into())];
+        let mut theirs = vec![0; m.buffer_len()];
+        m.emit(&mut theirs);
+        assert_eq!(ours, theirs);
     }
 
     #[test]

@@ -6,16 +6,13 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{
-    Emitable, ParseableParametrized, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
+    parse_ip, parse_u32, DefaultNla, Emitable, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
     NLM_F_REQUEST,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteLwEnCapType, RouteMessage, RouteScope,
-    RouteType,
-};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_packet_route::route::{RouteHeader, RouteScope, RouteType};
+use netlink_packet_route::AddressFamily;
 
-use crate::request::{attributes, os_error};
+use crate::request::{attributes, os_error, Request};
 use crate::Netlink;
 
 /// A route tandem owns: `destination/prefix_len` in kernel table `table`, route protocol `protocol`, out of interface `ifindex` (scope link, unicast).
@@ -33,15 +30,15 @@ impl Netlink {
     /// table (whoever's it was).
     pub fn replace_route(&mut self, route: &Route) -> io::Result<()> {
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
-        let message = RouteNetlinkMessage::NewRoute(route_message(route));
-        self.request(message, flags, |_, _| {})?.map_err(os_error)
+        self.request(route_request(libc::RTM_NEWROUTE, route), flags, |_, _| {})?
+            .map_err(os_error)
     }
 
     /// Removes `route` (it matches on destination, table, protocol and
     /// interface). `Ok(false)`: there was no such route.
     pub fn delete_route(&mut self, route: &Route) -> io::Result<bool> {
-        let message = RouteNetlinkMessage::DelRoute(route_message(route));
-        match self.request(message, NLM_F_REQUEST | NLM_F_ACK, |_, _| {})? {
+        let request = route_request(libc::RTM_DELROUTE, route);
+        match self.request(request, NLM_F_REQUEST | NLM_F_ACK, |_, _| {})? {
             Ok(()) => Ok(true),
             Err(libc::ESRCH | libc::ENOENT) => Ok(false),
             Err(e) => Err(os_error(e)),
@@ -53,50 +50,64 @@ impl Netlink {
     pub fn routes(&mut self, table: u32, protocol: u8) -> io::Result<Vec<Route>> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut message = RouteMessage::default();
-            message.header.address_family = family;
-            let verdict = self.request(
-                RouteNetlinkMessage::GetRoute(message),
-                NLM_F_REQUEST | NLM_F_DUMP,
-                |kind, body| {
-                    if kind == libc::RTM_NEWROUTE {
-                        out.extend(
-                            parse_route(body)
-                                .filter(|r| r.table == table && r.protocol == protocol),
-                        );
-                    }
+            let request: Request<_, DefaultNla> = Request {
+                kind: libc::RTM_GETROUTE,
+                header: RouteHeader {
+                    address_family: family,
+                    ..RouteHeader::default()
                 },
-            )?;
+                attributes: Vec::new(),
+            };
+            let verdict = self.request(request, NLM_F_REQUEST | NLM_F_DUMP, |kind, body| {
+                if kind == libc::RTM_NEWROUTE {
+                    out.extend(
+                        parse_route(body).filter(|r| r.table == table && r.protocol == protocol),
+                    );
+                }
+            })?;
             verdict.map_err(os_error)?;
         }
         Ok(out)
     }
 }
 
-fn route_message(route: &Route) -> RouteMessage {
-    let mut message = RouteMessage::default();
-    let h = &mut message.header;
-    h.address_family = match route.destination {
-        IpAddr::V4(_) => AddressFamily::Inet,
-        IpAddr::V6(_) => AddressFamily::Inet6,
+/// An RTM_NEWROUTE or RTM_DELROUTE request for `route`. Its attributes are
+/// plain ones: the library's `RouteAttribute` emitter matches on every kind
+/// of route attribute (MPLS, SRv6, tunnels, multipath, ...) and would link
+/// all of their code for a table, a destination and an interface.
+fn route_request(kind: u16, route: &Route) -> Request<RouteHeader, DefaultNla> {
+    let header = RouteHeader {
+        address_family: match route.destination {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        },
+        destination_prefix_length: route.prefix_len,
+        // rtm_table has 8 bits; RTA_TABLE (sent always) has the whole number.
+        table: u8::try_from(route.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC),
+        protocol: route.protocol.into(),
+        scope: RouteScope::Link,
+        kind: RouteType::Unicast,
+        ..RouteHeader::default()
     };
-    h.destination_prefix_length = route.prefix_len;
-    // rtm_table has 8 bits; RTA_TABLE (sent always) has the whole number.
-    h.table = u8::try_from(route.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
-    h.protocol = route.protocol.into();
-    h.scope = RouteScope::Link;
-    h.kind = RouteType::Unicast;
-    message.attributes = vec![
-        RouteAttribute::Table(route.table),
-        RouteAttribute::Destination(RouteAddress::from(route.destination)),
-        RouteAttribute::Oif(route.ifindex),
-    ];
-    message
+    let destination = match route.destination {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    Request {
+        kind,
+        header,
+        attributes: vec![
+            DefaultNla::new(libc::RTA_TABLE, route.table.to_ne_bytes().to_vec()),
+            DefaultNla::new(libc::RTA_DST, destination),
+            DefaultNla::new(libc::RTA_OIF, route.ifindex.to_ne_bytes().to_vec()),
+        ],
+    }
 }
 
 /// The route in the body of an RTM_NEWROUTE message, when it is an IPv4 or
-/// IPv6 one; attributes that do not parse are skipped. Without RTA_DST it
-/// is a default route; without RTA_OIF (a multipath route) its `ifindex` is 0.
+/// IPv6 one. Attributes are read by their type, and a value that does not
+/// parse is skipped. Without RTA_DST it is a default route; without RTA_OIF
+/// (a multipath route) its `ifindex` is 0.
 pub(crate) fn parse_route(body: &[u8]) -> Option<Route> {
     let header = RouteHeader::parse(body).ok()?;
     let (unspecified, max_len) = match header.address_family {
@@ -107,7 +118,6 @@ pub(crate) fn parse_route(body: &[u8]) -> Option<Route> {
     if header.destination_prefix_length > max_len {
         return None;
     }
-    let context = (header.address_family, header.kind, RouteLwEnCapType::None);
     let mut route = Route {
         destination: unspecified,
         prefix_len: header.destination_prefix_length,
@@ -116,11 +126,14 @@ pub(crate) fn parse_route(body: &[u8]) -> Option<Route> {
         ifindex: 0,
     };
     for nla in attributes(body.get(header.buffer_len()..)?) {
-        match RouteAttribute::parse_with_param(&nla, context) {
-            Ok(RouteAttribute::Table(table)) => route.table = table,
-            Ok(RouteAttribute::Destination(RouteAddress::Inet(a))) => route.destination = a.into(),
-            Ok(RouteAttribute::Destination(RouteAddress::Inet6(a))) => route.destination = a.into(),
-            Ok(RouteAttribute::Oif(index)) => route.ifindex = index,
+        let value = nla.value();
+        match nla.kind() {
+            libc::RTA_TABLE => route.table = parse_u32(value).unwrap_or(route.table),
+            libc::RTA_DST => match parse_ip(value) {
+                Ok(a) if a.is_ipv4() == unspecified.is_ipv4() => route.destination = a,
+                _ => {}
+            },
+            libc::RTA_OIF => route.ifindex = parse_u32(value).unwrap_or(route.ifindex),
             _ => {}
         }
     }
@@ -129,6 +142,9 @@ pub(crate) fn parse_route(body: &[u8]) -> Option<Route> {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NetlinkSerializable;
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+
     use super::*;
 
     fn encode(message: &RouteMessage) -> Vec<u8> {
@@ -155,12 +171,36 @@ mod tests {
                 ifindex: 9,
             },
         ] {
-            let body = encode(&route_message(&route));
+            let request = route_request(libc::RTM_NEWROUTE, &route);
+            let mut body = vec![0; request.buffer_len()];
+            request.serialize(&mut body);
             // rtm_table holds the table only when it fits in 8 bits.
             let rtm_table = if route.table < 256 { route.table } else { 0 };
             assert_eq!(u32::from(body[4]), rtm_table);
             assert_eq!(parse_route(&body), Some(route));
         }
+    }
+
+    #[test]
+    fn a_request_is_what_the_library_would_write() {
+        let route = Route {
+            destination: "2001:2::7:1".parse().unwrap(),
+            prefix_len: 128,
+            table: 4242,
+            protocol: 250,
+            ifindex: 9,
+        };
+        let request = route_request(libc::RTM_NEWROUTE, &route);
+        let mut ours = vec![0; request.buffer_len()];
+        request.serialize(&mut ours);
+        let mut m = RouteMessage::default();
+        m.header = request.header.clone();
+        m.attributes = vec![
+            RouteAttribute::Table(4242),
+            RouteAttribute::Destination(RouteAddress::from(route.destination)),
+            RouteAttribute::Oif(9),
+        ];
+        assert_eq!(ours, encode(&m));
     }
 
     #[test]
