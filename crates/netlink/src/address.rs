@@ -162,33 +162,16 @@ pub(crate) fn parse_address(body: &[u8]) -> Option<(u32, Address)> {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use netlink_packet_core::NetlinkSerializable;
     use netlink_packet_route::address::AddressMessage;
 
     use super::*;
-
-    fn encode(message: &AddressMessage) -> Vec<u8> {
-        let mut buf = vec![0; message.buffer_len()];
-        message.emit(&mut buf);
-        buf
-    }
-
-    fn request_body(request: &Request<AddressHeader, AddressAttribute>) -> Vec<u8> {
-        let mut buf = vec![0; request.buffer_len()];
-        request.serialize(&mut buf);
-        buf
-    }
+    use crate::request::tests::encode;
 
     #[test]
     fn an_added_address_parses_back_with_its_interface() {
         let v4: IpAddr = "198.18.0.100".parse().unwrap();
-        let (index, a) = parse_address(&request_body(&address_request(
-            libc::RTM_NEWADDR,
-            3,
-            v4,
-            24,
-        )))
-        .unwrap();
+        let added = address_request(libc::RTM_NEWADDR, 3, v4, 24);
+        let (index, a) = parse_address(&added.body()).unwrap();
         assert_eq!(index, 3);
         assert_eq!(
             a,
@@ -200,13 +183,8 @@ mod tests {
             }
         );
         let v6: IpAddr = "2001:2::100".parse().unwrap();
-        let (index, a) = parse_address(&request_body(&address_request(
-            libc::RTM_NEWADDR,
-            4,
-            v6,
-            64,
-        )))
-        .unwrap();
+        let added = address_request(libc::RTM_NEWADDR, 4, v6, 64);
+        let (index, a) = parse_address(&added.body()).unwrap();
         assert_eq!((index, a.address, a.prefix_len), (4, v6, 64));
     }
 
@@ -242,13 +220,17 @@ mod tests {
         assert_eq!(a.address, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9)));
     }
 
+    /// In the test's own namespace: reads only, so no root needed.
     #[test]
-    fn the_loopback_address_is_listed() {
+    fn the_loopback_link_and_its_address_are_found_and_a_missing_link_is_none() {
         let Ok(mut nl) = Netlink::open() else {
             eprintln!("SKIP: no netlink socket here");
             return;
         };
         let lo = nl.link("lo").unwrap().expect("every namespace has lo");
+        assert!(lo.index > 0);
+        assert!(lo.up, "lo is up here");
+        assert!(nl.link("no-such-if0").unwrap().is_none());
         let addrs = nl.addresses(lo.index, false).unwrap();
         assert!(
             addrs

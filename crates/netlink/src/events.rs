@@ -99,31 +99,21 @@ pub(crate) fn parse_events(datagram: &[u8]) -> Vec<HostEvent> {
 
 #[cfg(test)]
 mod tests {
-    use netlink_packet_core::Emitable;
     use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-    use netlink_packet_route::link::{LinkFlags, LinkMessage};
+    use netlink_packet_route::link::LinkFlags;
 
     use super::*;
-    use crate::request::tests::message;
-
-    fn link(index: u32, flags: LinkFlags) -> Vec<u8> {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        m.header.flags = flags;
-        let mut buf = vec![0; m.buffer_len()];
-        m.emit(&mut buf);
-        buf
-    }
+    use crate::link::tests::body as link;
+    use crate::request::tests::{encode, message};
 
     #[test]
     fn link_and_address_changes_are_read_from_a_batch() {
-        let up = link(7, LinkFlags::Up | LinkFlags::Running);
-        let no_carrier = link(7, LinkFlags::Up);
+        let up = link(7, LinkFlags::Up | LinkFlags::Running, vec![]);
+        let no_carrier = link(7, LinkFlags::Up, vec![]);
         let mut addr = AddressMessage::default();
         addr.header.index = 7;
         addr.attributes = vec![AddressAttribute::Local("198.18.0.100".parse().unwrap())];
-        let mut addr_body = vec![0; addr.buffer_len()];
-        addr.emit(&mut addr_body);
+        let addr_body = encode(&addr);
         let mut batch = message(libc::RTM_NEWLINK, 0, 0, &up);
         batch.extend(message(libc::RTM_NEWLINK, 0, 0, &no_carrier));
         batch.extend(message(libc::RTM_DELLINK, 0, 0, &up));

@@ -1,8 +1,8 @@
 //! The blocking request socket: one request at a time, answers matched by
 //! sequence number, read until the kernel's verdict (ack, error or end of
-//! dump). Every receive is bounded by [`TIMEOUT`], and so is the whole
-//! exchange, so no answer, or a stream of unrelated ones, cannot hold the
-//! caller longer.
+//! dump). Every receive waits at most [`TIMEOUT`], and a request without
+//! its verdict [`TIMEOUT`] after it was sent fails: neither silence nor a
+//! stream of unrelated answers holds the caller for more than twice that.
 
 use std::io;
 use std::time::Instant;
@@ -111,6 +111,16 @@ impl<H: Emitable, A: Nla> NetlinkSerializable for Request<H, A> {
     }
 }
 
+#[cfg(test)]
+impl<H: Emitable, A: Nla> Request<H, A> {
+    /// The message body as it goes out, after the netlink header.
+    pub(crate) fn body(&self) -> Vec<u8> {
+        let mut buf = vec![0; NetlinkSerializable::buffer_len(self)];
+        self.serialize(&mut buf);
+        buf
+    }
+}
+
 fn no_answer() -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
@@ -203,6 +213,13 @@ fn verdict(code: i32) -> Result<(), i32> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// What the library writes for `m`: a kernel-like message body.
+    pub(crate) fn encode(m: &impl Emitable) -> Vec<u8> {
+        let mut buf = vec![0; m.buffer_len()];
+        m.emit(&mut buf);
+        buf
+    }
 
     /// A netlink message as the kernel frames it.
     pub(crate) fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {

@@ -142,16 +142,10 @@ pub(crate) fn parse_route(body: &[u8]) -> Option<Route> {
 
 #[cfg(test)]
 mod tests {
-    use netlink_packet_core::NetlinkSerializable;
     use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 
     use super::*;
-
-    fn encode(message: &RouteMessage) -> Vec<u8> {
-        let mut buf = vec![0; message.buffer_len()];
-        message.emit(&mut buf);
-        buf
-    }
+    use crate::request::tests::encode;
 
     #[test]
     fn a_route_encodes_and_parses_back_with_its_long_table() {
@@ -171,9 +165,7 @@ mod tests {
                 ifindex: 9,
             },
         ] {
-            let request = route_request(libc::RTM_NEWROUTE, &route);
-            let mut body = vec![0; request.buffer_len()];
-            request.serialize(&mut body);
+            let body = route_request(libc::RTM_NEWROUTE, &route).body();
             // rtm_table holds the table only when it fits in 8 bits.
             let rtm_table = if route.table < 256 { route.table } else { 0 };
             assert_eq!(u32::from(body[4]), rtm_table);
@@ -191,8 +183,6 @@ mod tests {
             ifindex: 9,
         };
         let request = route_request(libc::RTM_NEWROUTE, &route);
-        let mut ours = vec![0; request.buffer_len()];
-        request.serialize(&mut ours);
         let mut m = RouteMessage::default();
         m.header = request.header.clone();
         m.attributes = vec![
@@ -200,7 +190,7 @@ mod tests {
             RouteAttribute::Destination(RouteAddress::from(route.destination)),
             RouteAttribute::Oif(9),
         ];
-        assert_eq!(ours, encode(&m));
+        assert_eq!(request.body(), encode(&m));
     }
 
     #[test]

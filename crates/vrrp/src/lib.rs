@@ -10,8 +10,8 @@
 //!   every timer of the protocol. Sans IO: no sockets, no clock; the caller
 //!   passes `now` and carries out [`machine::Action`]s.
 //! - the Linux driver behind [`Vrrp`]: per instance a raw IP socket for
-//!   protocol 112 (224.0.0.18 / ff02::12, or unicast peers), netlink for the
-//!   virtual IPs, AF_PACKET / ICMPv6 for gratuitous ARP and unsolicited
+//!   protocol 112 (224.0.0.18 / ff02::12, or unicast peers), netlink
+//!   (`tandem_netlink`) for the virtual IPs and host events, AF_PACKET / ICMPv6 for gratuitous ARP and unsolicited
 //!   neighbour advertisements, notify hooks, metrics and a status view.
 //!
 //! Key types: [`Vrrp`] (built from the validated instances, `run` until
