@@ -77,6 +77,7 @@ pub enum RestartOnly {
     Runtime,
     Admin,
     Vrrp,
+    Routing,
 }
 
 impl RestartOnly {
@@ -85,6 +86,7 @@ impl RestartOnly {
             RestartOnly::Runtime => "runtime",
             RestartOnly::Admin => "admin",
             RestartOnly::Vrrp => "vrrp",
+            RestartOnly::Routing => "routing",
         }
     }
 }
@@ -155,6 +157,9 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     }
     if old.vrrp != new.vrrp {
         restart_only.push(RestartOnly::Vrrp);
+    }
+    if old.routing != new.routing {
+        restart_only.push(RestartOnly::Routing);
     }
     Diff {
         services,
