@@ -1,0 +1,42 @@
+//! tandem's rtnetlink (NETLINK_ROUTE): look up a link by name, and add,
+//! replace, list and delete the routes tandem owns.
+//!
+//! Why libraries and not hand-written messages: the wire formats (netlink
+//! headers, `ifinfomsg`, `rtmsg`, their attributes and alignment) come from
+//! netlink-packet-core and netlink-packet-route, and the socket from
+//! netlink-sys, which are kept in step with the kernel by the rust-netlink
+//! project. What is left here is what tandem decides: which requests, which
+//! flags, which errno means "already there" or "not there", and how much of
+//! an answer to trust.
+//!
+//! Key types: [`Netlink`] (the blocking request socket), [`Link`], [`Route`].
+//!
+//! Invariants:
+//! - every call returns within about [`TIMEOUT`], whatever the kernel sends
+//!   or does not send, and parsing never panics or loops on any bytes:
+//!   a message or attribute with a broken length ends its list, and an
+//!   attribute the library cannot parse is skipped (the library would
+//!   refuse the whole message), so one odd attribute the kernel adds
+//!   cannot hide a link or a route;
+//! - answers are matched to their request by sequence number; a late answer
+//!   to an earlier, timed-out request is ignored.
+//!
+//! What it must not do: depend on any other tandem crate (addresses are
+//! `std::net` types); keep state about the host between calls; use `unsafe`
+//! (netlink-sys holds the socket calls).
+//!
+//! Calls block for at most [`TIMEOUT`]: the kernel answers these in
+//! microseconds, so callers make them on their task.
+
+mod link;
+mod request;
+mod route;
+
+use std::time::Duration;
+
+pub use link::Link;
+pub use request::Netlink;
+pub use route::Route;
+
+/// Longest wait for one answer of the kernel.
+pub const TIMEOUT: Duration = Duration::from_secs(2);

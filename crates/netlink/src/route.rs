@@ -1,0 +1,205 @@
+//! Routes tandem owns: unicast, scope link, out of one interface, marked
+//! with a route protocol number so that a dump can tell them from the rest
+//! of the table.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netlink_packet_core::{
+    Emitable, ParseableParametrized, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteLwEnCapType, RouteMessage, RouteScope,
+    RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::request::{attributes, os_error};
+use crate::Netlink;
+
+/// A route tandem owns: `destination/prefix_len` in kernel table `table`, route protocol `protocol`, out of interface `ifindex` (scope link, unicast).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub destination: IpAddr,
+    pub prefix_len: u8,
+    pub table: u32,
+    pub protocol: u8,
+    pub ifindex: u32,
+}
+
+impl Netlink {
+    /// Adds `route`, or replaces the route to the same destination in its
+    /// table (whoever's it was).
+    pub fn replace_route(&mut self, route: &Route) -> io::Result<()> {
+        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        let message = RouteNetlinkMessage::NewRoute(route_message(route));
+        self.request(message, flags, |_, _| {})?.map_err(os_error)
+    }
+
+    /// Removes `route` (it matches on destination, table, protocol and
+    /// interface). `Ok(false)`: there was no such route.
+    pub fn delete_route(&mut self, route: &Route) -> io::Result<bool> {
+        let message = RouteNetlinkMessage::DelRoute(route_message(route));
+        match self.request(message, NLM_F_REQUEST | NLM_F_ACK, |_, _| {})? {
+            Ok(()) => Ok(true),
+            Err(libc::ESRCH | libc::ENOENT) => Ok(false),
+            Err(e) => Err(os_error(e)),
+        }
+    }
+
+    /// Every IPv4 and IPv6 route in `table` with route protocol `protocol`,
+    /// whatever its kind, in the kernel's order (IPv4 first).
+    pub fn routes(&mut self, table: u32, protocol: u8) -> io::Result<Vec<Route>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut message = RouteMessage::default();
+            message.header.address_family = family;
+            let verdict = self.request(
+                RouteNetlinkMessage::GetRoute(message),
+                NLM_F_REQUEST | NLM_F_DUMP,
+                |kind, body| {
+                    if kind == libc::RTM_NEWROUTE {
+                        out.extend(
+                            parse_route(body)
+                                .filter(|r| r.table == table && r.protocol == protocol),
+                        );
+                    }
+                },
+            )?;
+            verdict.map_err(os_error)?;
+        }
+        Ok(out)
+    }
+}
+
+fn route_message(route: &Route) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    let h = &mut message.header;
+    h.address_family = match route.destination {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    h.destination_prefix_length = route.prefix_len;
+    // rtm_table has 8 bits; RTA_TABLE (sent always) has the whole number.
+    h.table = u8::try_from(route.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    h.protocol = route.protocol.into();
+    h.scope = RouteScope::Link;
+    h.kind = RouteType::Unicast;
+    message.attributes = vec![
+        RouteAttribute::Table(route.table),
+        RouteAttribute::Destination(RouteAddress::from(route.destination)),
+        RouteAttribute::Oif(route.ifindex),
+    ];
+    message
+}
+
+/// The route in the body of an RTM_NEWROUTE message, when it is an IPv4 or
+/// IPv6 one; attributes that do not parse are skipped. Without RTA_DST it
+/// is a default route; without RTA_OIF (a multipath route) its `ifindex` is 0.
+pub(crate) fn parse_route(body: &[u8]) -> Option<Route> {
+    let header = RouteHeader::parse(body).ok()?;
+    let (unspecified, max_len) = match header.address_family {
+        AddressFamily::Inet => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 32),
+        AddressFamily::Inet6 => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 128),
+        _ => return None,
+    };
+    if header.destination_prefix_length > max_len {
+        return None;
+    }
+    let context = (header.address_family, header.kind, RouteLwEnCapType::None);
+    let mut route = Route {
+        destination: unspecified,
+        prefix_len: header.destination_prefix_length,
+        table: u32::from(header.table),
+        protocol: header.protocol.into(),
+        ifindex: 0,
+    };
+    for nla in attributes(body.get(header.buffer_len()..)?) {
+        match RouteAttribute::parse_with_param(&nla, context) {
+            Ok(RouteAttribute::Table(table)) => route.table = table,
+            Ok(RouteAttribute::Destination(RouteAddress::Inet(a))) => route.destination = a.into(),
+            Ok(RouteAttribute::Destination(RouteAddress::Inet6(a))) => route.destination = a.into(),
+            Ok(RouteAttribute::Oif(index)) => route.ifindex = index,
+            _ => {}
+        }
+    }
+    Some(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(message: &RouteMessage) -> Vec<u8> {
+        let mut buf = vec![0; message.buffer_len()];
+        message.emit(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn a_route_encodes_and_parses_back_with_its_long_table() {
+        for route in [
+            Route {
+                destination: "198.18.7.0".parse().unwrap(),
+                prefix_len: 24,
+                table: 4242,
+                protocol: 250,
+                ifindex: 3,
+            },
+            Route {
+                destination: "2001:2::7:1".parse().unwrap(),
+                prefix_len: 128,
+                table: 100,
+                protocol: 186,
+                ifindex: 9,
+            },
+        ] {
+            let body = encode(&route_message(&route));
+            // rtm_table holds the table only when it fits in 8 bits.
+            let rtm_table = if route.table < 256 { route.table } else { 0 };
+            assert_eq!(u32::from(body[4]), rtm_table);
+            assert_eq!(parse_route(&body), Some(route));
+        }
+    }
+
+    #[test]
+    fn without_rta_table_or_rta_dst_the_header_says_it() {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = 4.into();
+        m.attributes = vec![RouteAttribute::Oif(2)];
+        assert_eq!(
+            parse_route(&encode(&m)),
+            Some(Route {
+                destination: "0.0.0.0".parse().unwrap(),
+                prefix_len: 0,
+                table: 254,
+                protocol: 4,
+                ifindex: 2,
+            })
+        );
+    }
+
+    #[test]
+    fn odd_families_prefixes_and_attributes_are_not_routes_or_are_skipped() {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.destination_prefix_length = 33;
+        assert_eq!(parse_route(&encode(&m)), None);
+        m.header.address_family = AddressFamily::Mpls;
+        m.header.destination_prefix_length = 20;
+        assert_eq!(parse_route(&encode(&m)), None);
+        assert_eq!(parse_route(&[2, 32, 0]), None);
+        // A 3-byte RTA_DST does not parse: skipped, the RTA_OIF after it counts.
+        let mut body = vec![2u8, 32, 0, 0, 254, 250, 253, 1, 0, 0, 0, 0];
+        body.extend([7, 0, 1, 0, 198, 18, 7, 0]);
+        body.extend([8, 0, 4, 0, 5, 0, 0, 0]);
+        let r = parse_route(&body).unwrap();
+        assert_eq!(
+            (r.destination, r.ifindex, r.protocol),
+            ("0.0.0.0".parse().unwrap(), 5, 250)
+        );
+    }
+}
