@@ -1,10 +1,12 @@
 //! tandem-netlink against a real kernel, in a network namespace of its own:
-//! routes in a table of their own, checked with `ip route` too.
+//! routes in a table of their own, checked with `ip route` too; addresses
+//! and their flags; host events.
 //! Needs root; see test_support::netns.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
-use tandem_netlink::{Netlink, Route};
+use tandem_netlink::{HostEvent, HostEvents, Netlink, Route};
 use test_support::netns::{Host, Lab};
 
 macro_rules! lab {
@@ -152,4 +154,99 @@ fn a_route_the_kernel_refuses_is_an_error_with_its_errno() {
         .replace_route(&route("198.18.7.1", 32, 9999))
         .unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENODEV), "{e}");
+}
+
+#[test]
+fn addresses_are_added_once_listed_with_their_flags_and_deleted_once() {
+    let mut lab = lab!();
+    let host = lab.host(&["198.18.0.1/24"]);
+    let mut nl = host.spawn(|| Netlink::open().unwrap()).join().unwrap();
+    let eth0 = nl.link("eth0").unwrap().unwrap().index;
+    let vip: IpAddr = "198.18.0.100".parse().unwrap();
+    assert!(nl.add_address(eth0, vip, 24).unwrap());
+    assert!(
+        !nl.add_address(eth0, vip, 24).unwrap(),
+        "EEXIST: already there"
+    );
+    assert!(host.has_address("198.18.0.100"));
+    let v4 = nl.addresses(eth0, false).unwrap();
+    let listed: Vec<_> = v4
+        .iter()
+        .map(|a| (a.address.to_string(), a.prefix_len, a.secondary))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("198.18.0.1".into(), 24, false),
+            ("198.18.0.100".into(), 24, true)
+        ],
+        "the second address of a subnet is secondary"
+    );
+    // Duplicate address detection on (the lab turns it off): tentative.
+    host.sh(&[
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/net/ipv6/conf/eth0/accept_dad",
+    ]);
+    ip(&host, &["addr", "add", "2001:2::5/64", "dev", "eth0"]);
+    let v6: IpAddr = "2001:2::100".parse().unwrap();
+    assert!(nl.add_address(eth0, v6, 64).unwrap());
+    let v6s = nl.addresses(eth0, true).unwrap();
+    let find = |s: &str| v6s.iter().find(|a| a.address.to_string() == s).copied();
+    assert!(find("2001:2::5").expect("listed").tentative, "{v6s:?}");
+    assert!(
+        !find("2001:2::100").expect("listed").tentative,
+        "ours skip DAD: {v6s:?}"
+    );
+
+    assert!(nl.delete_address(eth0, vip, 24).unwrap());
+    assert!(!nl.delete_address(eth0, vip, 24).unwrap(), "already gone");
+    assert!(nl.delete_address(eth0, v6, 64).unwrap());
+    assert!(!nl.delete_address(eth0, v6, 64).unwrap(), "already gone");
+    assert!(!host.has_address("198.18.0.100") && !host.has_address("2001:2::100"));
+    assert!(nl.link("eth0").unwrap().unwrap().up);
+}
+
+#[test]
+fn a_removed_address_and_a_link_going_down_are_reported() {
+    let mut lab = lab!();
+    let host = lab.host(&["198.18.0.1/24"]);
+    let h = host.clone();
+    let seen = host
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut nl = Netlink::open().unwrap();
+                let mut events = HostEvents::open().unwrap();
+                let eth0 = nl.link("eth0").unwrap().unwrap().index;
+                let vip: IpAddr = "198.18.0.100".parse().unwrap();
+                assert!(nl.add_address(eth0, vip, 32).unwrap());
+                assert!(nl.delete_address(eth0, vip, 32).unwrap());
+                h.set_link(false);
+                let wanted = [
+                    HostEvent::AddressRemoved {
+                        index: eth0,
+                        address: vip,
+                    },
+                    HostEvent::Link {
+                        index: eth0,
+                        up: false,
+                    },
+                ];
+                let mut seen = Vec::new();
+                let found = tokio::time::timeout(Duration::from_secs(5), async {
+                    while !wanted.iter().all(|w| seen.contains(w)) {
+                        seen.extend(events.next().await.unwrap());
+                    }
+                })
+                .await;
+                (found.is_ok(), seen)
+            })
+        })
+        .join()
+        .unwrap();
+    assert!(seen.0, "{:?}", seen.1);
 }
