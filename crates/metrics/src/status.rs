@@ -13,6 +13,10 @@ pub struct Status {
     pub reload: ReloadStatus,
     pub services: Vec<ServiceStatus>,
     pub vrrp: Vec<VrrpStatus>,
+    /// Announced VIPs (the `routing` section); empty without one.
+    pub routing: Vec<RouteStatus>,
+    /// The node is in maintenance: every announced VIP withdrawn.
+    pub maintenance: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -70,6 +74,17 @@ pub struct VrrpStatus {
     pub priority: u32,
     pub master: Option<String>,
     pub virtual_ips: Vec<String>,
+}
+
+/// One VIP of the `routing` section.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouteStatus {
+    pub vip: String,
+    pub services: Vec<String>,
+    /// The route is in tandem's table now: the routing daemon announces it.
+    pub announced: bool,
+    /// `announced`, or why not (`withdrawn: service `api` has no available backend`).
+    pub reason: String,
 }
 
 impl Status {
@@ -163,6 +178,24 @@ impl Status {
             }
             out.push('\n');
             out.push_str(&render(&vrows));
+        }
+        if !self.routing.is_empty() {
+            let mut rrows = vec![["ROUTED VIP", "SERVICES", "ANNOUNCED", "WHY"].map(str::to_owned)];
+            for r in &self.routing {
+                rrows.push([
+                    r.vip.clone(),
+                    r.services.join(", "),
+                    if r.announced { "yes" } else { "no" }.to_owned(),
+                    r.reason.clone(),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&render(&rrows));
+        }
+        if self.maintenance {
+            out.push_str(
+                "\nnode in MAINTENANCE: routes withdrawn (`tandem maintenance off` to end)\n",
+            );
         }
         let r = &self.reload;
         let _ = write!(
