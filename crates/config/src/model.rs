@@ -229,14 +229,14 @@ pub struct Vrrp {
 /// routing daemon (BIRD, FRR) exports over BGP: see docs/bgp.md.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routing {
-    /// The kernel routing table tandem owns (default 4242).
+    /// The kernel routing table tandem owns (default 250).
     pub table: u32,
     /// The route protocol number of tandem's routes (default 250).
     pub protocol: u8,
     /// The interface the routes point at, which tandem creates and holds:
     /// it vanishes with the process, and so do its routes (default `tandem-routes`).
     pub device: String,
-    /// Where each VIP is added as a local address (default `lo`).
+    /// The interface of each VIP's local route (default `lo`).
     pub vip_interface: String,
     /// At SIGTERM, how long listeners keep accepting after the withdrawal,
     /// for the routers to move flows away (default 2s).

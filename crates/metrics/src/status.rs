@@ -312,6 +312,43 @@ mod tests {
     }
 
     #[test]
+    fn routed_vips_and_maintenance_get_their_rows() {
+        let mut s = sample();
+        s.routing = vec![
+            RouteStatus {
+                vip: "198.18.100.1".into(),
+                services: vec!["api".into()],
+                announced: true,
+                reason: "announced".into(),
+            },
+            RouteStatus {
+                vip: "2001:2::1".into(),
+                services: vec!["api".into(), "dns".into()],
+                announced: false,
+                reason: "withdrawn: node in maintenance".into(),
+            },
+        ];
+        s.maintenance = true;
+        let t = s.to_table();
+        assert!(
+            t.contains("ROUTED VIP    SERVICES  ANNOUNCED  WHY\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("198.18.100.1  api       yes        announced\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("2001:2::1     api, dns  no         withdrawn: node in maintenance\n"),
+            "{t}"
+        );
+        assert!(t.contains("node in MAINTENANCE"), "{t}");
+        let j = s.to_json();
+        assert!(j.contains(r#""routing":[{"vip":"198.18.100.1","services":["api"],"announced":true,"reason":"announced"}"#), "{j}");
+        assert!(j.contains(r#""maintenance":true"#), "{j}");
+    }
+
+    #[test]
     fn json_names_every_field() {
         let j = sample().to_json();
         for key in [
@@ -337,7 +374,7 @@ mod tests {
             r#"{"name":"198.18.0.12:6443","address":"198.18.0.12:6443","state":"down","weight":0,"#,
             r#""backup":false,"active":0,"total":0,"bytes_in":0,"bytes_out":0,"#,
             r#""last_check":{"ok":false,"detail":"status 500","seconds_ago":2,"duration_ms":3}}]}],"#,
-            r#""vrrp":[]}"#,
+            r#""vrrp":[],"routing":[],"maintenance":false}"#,
             "\n"
         );
         assert_eq!(sample().to_json(), expected);

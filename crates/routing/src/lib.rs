@@ -11,11 +11,18 @@
 //!   maintenance, stopping);
 //! - [`RouteDevice`]: the interface the routes point at, created by the
 //!   process and gone with it, so a crashed tandem announces nothing;
-//! - [`Routing`]: the component. [`Routing::start`] creates the device, adds
-//!   the VIPs as local addresses on `vip_interface` and flushes whatever the
-//!   table held; [`Routing::run`] keeps the table equal to the decision until
+//! - [`Routing`]: the component. [`Routing::start`] creates the device,
+//!   makes the host accept the VIPs (a `local` route on `vip_interface`, see
+//!   below) and flushes whatever the table held; [`Routing::run`] keeps the table equal to the decision until
 //!   stopped, withdraws everything first thing when stopped, and hands back
 //!   the [`Leftovers`] to release after the listeners have drained.
+
+//!
+//! The VIP is a `local` route (`ip route add local VIP/32 dev lo table local
+//! proto 250`), not an address on `lo`: an address would also be a connected
+//! route, which FRR prefers over the imported table route and so never
+//! announces; the local route makes the host accept the VIP just the same,
+//! and BIRD and FRR both see only the route in tandem's table.
 
 pub mod decide;
 mod device;
@@ -28,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::Registry;
-use tandem_netlink::{Netlink, Route};
+use tandem_netlink::{Netlink, Route, RouteKind, LOCAL_TABLE};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -53,7 +60,7 @@ pub enum RoutingError {
     },
     #[error("no interface `{0}` for the VIPs (routing.vip_interface)")]
     NoVipInterface(String),
-    #[error("cannot add {address} to `{interface}`: {source}")]
+    #[error("cannot make {address} local on `{interface}`: {source}")]
     AddVip {
         address: IpAddr,
         interface: String,
@@ -136,15 +143,14 @@ pub struct Routing {
     metrics: Metrics,
 }
 
-/// What stays after the withdrawal: the VIPs on `vip_interface` (the
-/// listeners drain on them) and the device. [`Leftovers::release`] removes
-/// both; it runs after the drain.
+/// What stays after the withdrawal: the VIPs' local routes (the listeners
+/// drain on them) and the device. [`Leftovers::release`] removes both; it
+/// runs after the drain.
 #[derive(Debug)]
 pub struct Leftovers {
     netlink: Netlink,
     device: RouteDevice,
-    vip_index: u32,
-    vips: Vec<IpAddr>,
+    local: Vec<Route>,
     vip_interface: String,
     withdrawn: usize,
 }
@@ -187,25 +193,37 @@ impl Routing {
             .map_err(RoutingError::Netlink)?
             .ok_or_else(|| RoutingError::NoVipInterface(config.vip_interface.clone()))?
             .index;
-        for vip in &config.vips {
+        let flush = |table| move |source| RoutingError::Flush { table, source };
+        let local: Vec<Route> = config
+            .vips
+            .iter()
+            .map(|v| local_route(v.address, config.protocol, vip_index))
+            .collect();
+        let stale_local: Vec<Route> = netlink
+            .routes(LOCAL_TABLE, config.protocol)
+            .map_err(flush(LOCAL_TABLE))?
+            .into_iter()
+            .filter(|r| !local.contains(r))
+            .collect();
+        for route in &stale_local {
+            netlink.delete_route(route).map_err(flush(LOCAL_TABLE))?;
+        }
+        for (vip, route) in config.vips.iter().zip(&local) {
             netlink
-                .add_address(vip_index, vip.address, host_prefix(vip.address))
+                .replace_route(route)
                 .map_err(|source| RoutingError::AddVip {
                     address: vip.address,
                     interface: config.vip_interface.clone(),
                     source,
                 })?;
         }
-        let flush = |source| RoutingError::Flush {
-            table: config.table,
-            source,
-        };
-        let stale = netlink
+        let mut stale = netlink
             .routes(config.table, config.protocol)
-            .map_err(flush)?;
+            .map_err(flush(config.table))?;
         for route in &stale {
-            netlink.delete_route(route).map_err(flush)?;
+            netlink.delete_route(route).map_err(flush(config.table))?;
         }
+        stale.extend(stale_local);
         if !stale.is_empty() {
             info!(
                 table = config.table,
@@ -261,8 +279,12 @@ impl Routing {
             withdrawn: announced,
             netlink: self.netlink,
             device: self.device,
-            vip_index: self.vip_index,
-            vips: self.config.vips.iter().map(|v| v.address).collect(),
+            local: self
+                .config
+                .vips
+                .iter()
+                .map(|v| local_route(v.address, self.config.protocol, self.vip_index))
+                .collect(),
             vip_interface: self.config.vip_interface,
         }
     }
@@ -285,6 +307,7 @@ impl Routing {
                 table: self.config.table,
                 protocol: self.config.protocol,
                 ifindex: self.device_index,
+                kind: RouteKind::Unicast,
             };
             let was = self.installed.contains(&vip.address);
             if verdict.is_announced() {
@@ -337,14 +360,11 @@ impl Leftovers {
         self.withdrawn
     }
 
-    /// Removes the VIPs from `vip_interface` and deletes the device.
+    /// Removes the VIPs' local routes and deletes the device.
     pub fn release(mut self) {
-        for vip in &self.vips {
-            if let Err(e) = self
-                .netlink
-                .delete_address(self.vip_index, *vip, host_prefix(*vip))
-            {
-                warn!(vip = %vip, interface = %self.vip_interface, error = %e, "routing: cannot remove the VIP");
+        for route in &self.local {
+            if let Err(e) = self.netlink.delete_route(route) {
+                warn!(vip = %route.destination, interface = %self.vip_interface, error = %e, "routing: cannot remove the VIP");
             }
         }
         info!(
@@ -354,15 +374,29 @@ impl Leftovers {
     }
 }
 
-/// Removes every route of `protocol` from `table`: what `tandem flush-routes`
-/// runs after a crash (systemd's `ExecStopPost`). Returns how many.
+/// Removes every route of `protocol` from `table`, and the VIPs' local
+/// routes: what `tandem flush-routes` runs after a crash (systemd's
+/// `ExecStopPost`). Returns how many.
 pub fn flush(table: u32, protocol: u8) -> std::io::Result<usize> {
     let mut netlink = Netlink::open()?;
-    let routes = netlink.routes(table, protocol)?;
+    let mut routes = netlink.routes(table, protocol)?;
+    routes.extend(netlink.routes(LOCAL_TABLE, protocol)?);
     for route in &routes {
         netlink.delete_route(route)?;
     }
     Ok(routes.len())
+}
+
+/// `local VIP dev INTERFACE table local proto PROTOCOL`: the host accepts the VIP.
+fn local_route(vip: IpAddr, protocol: u8, ifindex: u32) -> Route {
+    Route {
+        destination: vip,
+        prefix_len: host_prefix(vip),
+        table: LOCAL_TABLE,
+        protocol,
+        ifindex,
+        kind: RouteKind::Local,
+    }
 }
 
 fn host_prefix(ip: IpAddr) -> u8 {

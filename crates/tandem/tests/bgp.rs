@@ -4,8 +4,9 @@
 //! (examples/bgp/bird-router.conf), a client behind the router. Shows the
 //! router's three next hops, a client reaching all three nodes, withdrawal on
 //! health loss, on maintenance, at SIGTERM (before the node stops accepting)
-//! and when tandem or the whole node is killed. Needs root and BIRD 2;
-//! skips loudly without them unless TANDEM_REQUIRE_NETNS=1.
+//! and when tandem or the whole node is killed; and a node running FRR
+//! (examples/bgp/frr-node.conf) instead. Needs root, BIRD 2 and FRR; skips
+//! loudly without them unless TANDEM_REQUIRE_NETNS=1.
 
 mod common;
 
@@ -79,6 +80,67 @@ impl Bird {
 impl Drop for Bird {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// FRR's zebra and bgpd in the foreground in a namespace, from one frr.conf;
+/// killed on drop. They run as the `frr` user the package creates.
+struct Frr {
+    daemons: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Frr {
+    fn start(host: &Host, conf: &str) -> Frr {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::write(run.join("frr.conf"), conf).unwrap();
+        let chown = Command::new("chown")
+            .args(["-R", "frr:frr"])
+            .arg(&run)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let open = Command::new("chmod")
+            .arg("0755")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(open.success());
+        let mut daemons = Vec::new();
+        for daemon in ["zebra", "bgpd"] {
+            let log = std::fs::File::create(dir.path().join(format!("{daemon}.log"))).unwrap();
+            let mut command = host.command(&format!("/usr/lib/frr/{daemon}"));
+            command
+                .arg("-f")
+                .arg(run.join("frr.conf"))
+                .arg("-i")
+                .arg(run.join(format!("{daemon}.pid")))
+                .arg("-z")
+                .arg(run.join("zserv.api"))
+                .arg("--vty_socket")
+                .arg(&run)
+                .args(["-u", "frr", "-g", "frr"])
+                .stdout(Stdio::null())
+                .stderr(log);
+            daemons.push(command.spawn().expect("start an FRR daemon"));
+            if daemon == "zebra" {
+                let socket = run.join("zserv.api");
+                let up = wait_for(Duration::from_secs(10), || socket.exists());
+                assert!(up.is_some(), "zebra made no zserv socket");
+            }
+        }
+        Frr { daemons, _dir: dir }
+    }
+}
+
+impl Drop for Frr {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
     }
 }
 
@@ -445,4 +507,44 @@ fn three_nodes_announce_one_vip_and_each_withdraws_in_time() {
         gone >= Duration::from_millis(1500) && gone < Duration::from_secs(5),
         "{gone:?}"
     );
+}
+
+/// The FRR side of examples/bgp/: one node running FRR with the shipped
+/// frr-node.conf (`ip import-table` + `redistribute table`) announces the VIP
+/// to a BIRD router while its service is available, and withdraws it.
+#[test]
+fn frr_announces_tandems_table_too() {
+    let Some(mut lab) = Lab::new("frr_announces_tandems_table_too") else {
+        return;
+    };
+    if !test_support::installed_or_skip(
+        "frr_announces_tandems_table_too",
+        &["/usr/sbin/bird", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"],
+        "bird2 frr",
+    ) {
+        return;
+    }
+    let router = lab.host(&[&format!("{ROUTER}/24")]);
+    let node = lab.host(&[&format!("{}/24", NODES[0])]);
+    let _router_bird = Bird::start(
+        &router,
+        include_str!("../../../examples/bgp/bird-router.conf"),
+    );
+    let _frr = Frr::start(&node, include_str!("../../../examples/bgp/frr-node.conf"));
+    let mut backend = Backend::start(&node, "node1");
+    let tandem = Tandem::spawn_in_netns(node.ns(), bin(), &node_tandem_conf());
+    assert!(tandem.wait_log("tandem started"), "{}", tandem.logs());
+    let up = wait_next_hops(&router, 1, Duration::from_secs(30));
+    assert!(
+        up.is_some(),
+        "the router never learned the VIP from FRR:\n{}",
+        tandem.logs()
+    );
+    assert_eq!(next_hops(&router), BTreeSet::from([NODES[0].to_owned()]));
+    eprintln!("FRR: VIP announced {:?} after tandem started", up.unwrap());
+
+    backend.stop();
+    let gone = wait_next_hops(&router, 0, Duration::from_secs(10));
+    let gone = gone.unwrap_or_else(|| panic!("FRR kept announcing:\n{}", tandem.logs()));
+    eprintln!("FRR: backend died → route removed after {gone:?}");
 }

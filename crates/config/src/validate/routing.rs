@@ -67,19 +67,21 @@ pub(super) fn routing(
     };
     let protocol = match raw.protocol {
         None => default::ROUTING_PROTOCOL,
-        Some(p) => match values::between::<u8>(r, &at.key("protocol"), p, 0, 255) {
-            Some(p) => match TAKEN_PROTOCOLS.iter().find(|(n, _)| *n == p) {
-                Some((_, owner)) => {
-                    r.value(
+        Some(p) => {
+            match values::between::<u8>(r, &at.key("protocol"), p, 0, 255) {
+                Some(p) => match TAKEN_PROTOCOLS.iter().find(|(n, _)| *n == p) {
+                    Some((_, owner)) => {
+                        r.value(
                         &at.key("protocol"),
                         format!("route protocol {p} is `{owner}`'s; pick an unused number such as {}", default::ROUTING_PROTOCOL),
                     );
-                    default::ROUTING_PROTOCOL
-                }
-                None => p,
-            },
-            None => default::ROUTING_PROTOCOL,
-        },
+                        default::ROUTING_PROTOCOL
+                    }
+                    None => p,
+                },
+                None => default::ROUTING_PROTOCOL,
+            }
+        }
     };
     let vip_interface = raw
         .vip_interface
@@ -229,7 +231,7 @@ mod tests {
     #[test]
     fn defaults_and_the_services_listening_on_the_address() {
         let r = ok("routing:\n  vips:\n    - address: 198.18.100.1\n");
-        assert_eq!(r.table, 4242);
+        assert_eq!(r.table, 250);
         assert_eq!(r.protocol, 250);
         assert_eq!(r.device, "tandem-routes");
         assert_eq!(r.vip_interface, "lo");
@@ -247,7 +249,12 @@ mod tests {
     fn every_key_is_read() {
         let r = ok("routing:\n  table: 100\n  protocol: 201\n  device: bgp0\n  vip_interface: dummy0\n  withdraw_delay: 500ms\n  vips:\n    - { address: \"2001:2::1\", services: [api, dns] }\n");
         assert_eq!(
-            (r.table, r.protocol, r.device.as_str(), r.vip_interface.as_str()),
+            (
+                r.table,
+                r.protocol,
+                r.device.as_str(),
+                r.vip_interface.as_str()
+            ),
             (100, 201, "bgp0", "dummy0")
         );
         assert_eq!(r.withdraw_delay, Duration::from_millis(500));
@@ -264,13 +271,37 @@ mod tests {
     fn wrong_values_are_named_with_their_place() {
         let e = errors("routing:\n  table: 254\n  protocol: 12\n  device: lo\n  vips:\n    - address: 198.18.100.1\n      services: [apx]\n    - address: 198.18.100.1\n    - address: 198.18.100.9\n    - address: nope\n");
         let joined = e.join("\n");
-        assert!(joined.contains("12:10: routing.table: table 254 is the kernel's `main` table"), "{joined}");
-        assert!(joined.contains("13:13: routing.protocol: route protocol 12 is `bird`'s"), "{joined}");
-        assert!(joined.contains("14:11: routing.device: `lo` is an existing interface"), "{joined}");
-        assert!(joined.contains("routing.vips[0].services[0]: unknown service `apx`, did you mean `api`?"), "{joined}");
-        assert!(joined.contains("routing.vips[1].address: `198.18.100.1` is already announced (line 16)"), "{joined}");
-        assert!(joined.contains("routing.vips[2].services: no service listens on `198.18.100.9`"), "{joined}");
-        assert!(joined.contains("routing.vips[3].address: `nope` is not an IP address"), "{joined}");
+        assert!(
+            joined.contains("12:10: routing.table: table 254 is the kernel's `main` table"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("13:13: routing.protocol: route protocol 12 is `bird`'s"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("14:11: routing.device: `lo` is an existing interface"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(
+                "routing.vips[0].services[0]: unknown service `apx`, did you mean `api`?"
+            ),
+            "{joined}"
+        );
+        assert!(
+            joined
+                .contains("routing.vips[1].address: `198.18.100.1` is already announced (line 16)"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("routing.vips[2].services: no service listens on `198.18.100.9`"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("routing.vips[3].address: `nope` is not an IP address"),
+            "{joined}"
+        );
         assert_eq!(e.len(), 7, "{joined}");
     }
 
@@ -283,6 +314,9 @@ mod tests {
     #[test]
     fn an_address_is_vrrps_or_announced_not_both() {
         let e = errors("vrrp:\n  instances:\n    - { name: v, interface: eth0, virtual_router_id: 1, virtual_ips: [198.18.100.1] }\nrouting:\n  vips:\n    - address: 198.18.100.1\n");
-        assert!(e[0].contains("is a virtual IP of VRRP instance `v`"), "{e:?}");
+        assert!(
+            e[0].contains("is a virtual IP of VRRP instance `v`"),
+            "{e:?}"
+        );
     }
 }
