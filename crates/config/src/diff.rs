@@ -367,5 +367,12 @@ mod tests {
         assert_eq!(d.restart_only, [RestartOnly::Runtime, RestartOnly::Admin]);
         assert!(d.is_empty(), "no service changes");
         assert_eq!(d.restart_only[1].as_str(), "admin");
+        let routed = config(
+            services,
+            "routing: { vips: [{ address: 127.0.0.1, services: [a] }] }\n",
+        );
+        let d = diff(&before, &routed);
+        assert_eq!(d.restart_only, [RestartOnly::Routing]);
+        assert_eq!(d.restart_only[0].as_str(), "routing");
     }
 }
