@@ -289,7 +289,8 @@ impl Routing {
         }
     }
 
-    /// One pass: decide, then add and delete routes until the table agrees.
+    /// One pass: decide, read the table, then add and delete routes until
+    /// it agrees (a route removed or added by hand is put right here too).
     fn apply(&mut self, stopping: bool) {
         let inputs = Inputs {
             available: self.shared.available.lock().expect("routing state").clone(),
@@ -299,6 +300,23 @@ impl Routing {
         let verdicts: HashMap<IpAddr, Verdict> = decide::decide_all(&self.config.vips, &inputs)
             .into_iter()
             .collect();
+        let present: Vec<Route> = match self.netlink.routes(self.config.table, self.config.protocol)
+        {
+            Ok(routes) => routes,
+            Err(e) => {
+                warn!(table = self.config.table, error = %e, "routing: cannot read the table; retrying every second");
+                return;
+            }
+        };
+        // Ours, but for no VIP of this configuration: not announced by us.
+        for stray in present
+            .iter()
+            .filter(|r| !verdicts.contains_key(&r.destination) || r.ifindex != self.device_index)
+        {
+            if let Err(e) = self.netlink.delete_route(stray) {
+                warn!(route = %stray.destination, table = self.config.table, error = %e, "routing: cannot remove a stray route");
+            }
+        }
         for vip in &self.config.vips {
             let verdict = &verdicts[&vip.address];
             let route = Route {
@@ -310,29 +328,26 @@ impl Routing {
                 kind: RouteKind::Unicast,
             };
             let was = self.installed.contains(&vip.address);
-            if verdict.is_announced() {
-                // Replacing an installed route is cheap and puts back one
-                // removed by hand.
-                match self.netlink.replace_route(&route) {
-                    Ok(()) => {
-                        self.installed.insert(vip.address);
+            let there = present.contains(&route);
+            let outcome = match (verdict.is_announced(), there) {
+                (true, false) => {
+                    if was {
+                        warn!(vip = %vip.address, table = self.config.table, "routing: the route was removed by something else; putting it back");
                     }
-                    Err(e) => {
-                        self.metrics.error(vip.address);
-                        warn!(vip = %vip.address, table = self.config.table, error = %e, "routing: cannot install the route; retrying every second");
-                    }
+                    self.netlink.replace_route(&route).map(|()| true)
                 }
-            } else if was {
-                match self.netlink.delete_route(&route) {
-                    Ok(_) => {
-                        self.installed.remove(&vip.address);
-                    }
-                    Err(e) => {
-                        self.metrics.error(vip.address);
-                        warn!(vip = %vip.address, table = self.config.table, error = %e, "routing: cannot withdraw the route; retrying every second");
-                    }
+                (false, true) => self.netlink.delete_route(&route).map(|_| false),
+                (announced, _) => Ok(announced),
+            };
+            match outcome {
+                Ok(true) => self.installed.insert(vip.address),
+                Ok(false) => self.installed.remove(&vip.address),
+                Err(e) => {
+                    self.metrics.error(vip.address);
+                    warn!(vip = %vip.address, table = self.config.table, error = %e, "routing: cannot update the route; retrying every second");
+                    false
                 }
-            }
+            };
             let now = self.installed.contains(&vip.address);
             if now != was {
                 self.metrics.changed(vip.address, now);
