@@ -30,4 +30,6 @@ pub mod slots;
 
 pub use counters::{BackendCounters, Counters};
 pub use nft::{NatError, Nft};
-pub use render::{render, render_delete, Backend, CounterName, Rendered, Service, TABLE};
+pub use render::{
+    render, render_config, render_delete, Backend, CounterName, Rendered, Service, TABLE,
+};

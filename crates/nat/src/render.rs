@@ -380,6 +380,19 @@ pub fn render(services: &[Service]) -> Rendered {
     Rendered { text: t, counters }
 }
 
+/// The table for every `forwarding: nat` service of `config`, each backend
+/// in its starting state: what a start applies and what `tandem check` and a
+/// reload dry-run.
+pub fn render_config(config: &tandem_config::Config) -> Rendered {
+    let services: Vec<Service> = config
+        .services
+        .iter()
+        .filter(|s| s.forwarding == tandem_core::Forwarding::Nat)
+        .map(Service::from_config)
+        .collect();
+    render(&services)
+}
+
 /// The transaction that removes the table, valid whether or not it exists.
 pub fn render_delete() -> String {
     format!("table {TABLE} {{}}\ndelete table {TABLE}\n")
