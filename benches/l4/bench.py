@@ -185,7 +185,7 @@ table {ANCHOR_TABLE} {{
 {rules}  }}
   chain postrouting {{
     type nat hook postrouting priority 100; policy accept;
-    ct status dnat ct original ip daddr 127.0.0.1 ct original proto-dst {{ {b}, {h}, {i}, {d} }} masquerade
+    oifname != "lo" ct status dnat ct original ip daddr 127.0.0.1 ct original proto-dst {{ {b}, {h}, {i}, {d} }} masquerade
   }}
 }}
 """)

@@ -7,7 +7,7 @@
 //! - `service_N` DNATs to `<pick> mod SLOTS map { slot : backend }`, or refuses
 //!   (TCP reset, ICMP port unreachable) while no backend may be picked;
 //! - `postrouting` (srcnat) masquerades the flows it DNATed, so replies come
-//!   back through the node;
+//!   back through the node (except on loopback, where they do anyway);
 //! - `count_prerouting` / `count_output` (filter) count, per backend, new
 //!   flows and the bytes of each direction in named counters (`nft list
 //!   counters table inet tandem`).
@@ -283,6 +283,9 @@ pub fn render(services: &[Service]) -> Rendered {
         }
         let _ = writeln!(w, "\t}}");
     }
+    // Not on loopback: its addresses have host scope, so masquerade would
+    // find no source address and drop the packet; a flow that stays on the
+    // node needs no SNAT to come back.
     let _ = writeln!(w, "\tchain postrouting {{");
     let _ = writeln!(
         w,
@@ -291,7 +294,7 @@ pub fn render(services: &[Service]) -> Rendered {
     for s in services {
         let _ = writeln!(
             w,
-            "\t\tct status dnat meta l4proto {} ct original {} daddr {} ct original proto-dst {} masquerade",
+            "\t\toifname != \"lo\" ct status dnat meta l4proto {} ct original {} daddr {} ct original proto-dst {} masquerade",
             proto(s.protocol),
             family(&s.listen),
             s.listen.ip(),

@@ -468,3 +468,52 @@ fn nat_without_nft_or_cap_net_admin_says_so_and_applies_nothing() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// Clients on the node itself (the output hook) reaching a backend on the
+/// node's loopback: nothing to masquerade there (loopback addresses have host
+/// scope, masquerade would drop the packets).
+#[test]
+fn nat_serves_clients_and_backends_on_the_nodes_loopback() {
+    let test = "nat_serves_clients_and_backends_on_the_nodes_loopback";
+    if !nft_or_skip(test) {
+        return;
+    }
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    let node = lab.host(&[&format!("{NODE}/24")]);
+    start_loopback_backend(&node);
+    let yaml = "defaults: { forwarding: nat }\nservices:\n  - { name: lo, listen: 127.0.0.1:7001, backends: [{ address: \"127.0.0.1:7002\" }] }\n";
+    let mut tandem = Tandem::spawn_in_netns(node.ns(), bin(), yaml);
+    tandem.wait_listening("127.0.0.1:7001".parse().unwrap());
+    let answer = node
+        .spawn(|| {
+            let mut s = TcpStream::connect_timeout(
+                &"127.0.0.1:7001".parse().unwrap(),
+                Duration::from_secs(2),
+            )
+            .map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s.write_all(b"who\n").map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            BufReader::new(s)
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(line.trim().to_owned())
+        })
+        .join()
+        .unwrap();
+    assert_eq!(answer.as_deref(), Ok("lo"), "{}", tandem.logs());
+}
+
+fn start_loopback_backend(host: &Host) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    host.spawn(move || {
+        let listener = TcpListener::bind("127.0.0.1:7002").unwrap();
+        tx.send(()).unwrap();
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve(stream, "lo"));
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+}
