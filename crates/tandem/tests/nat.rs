@@ -116,20 +116,34 @@ fn pattern(i: usize) -> u8 {
 
 /// Which backend answers a new connection from the client.
 fn who(client: &Host) -> Result<String, String> {
-    client
-        .spawn(|| {
-            let mut s = TcpStream::connect_timeout(&vip(PORT), Duration::from_secs(2))
-                .map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            s.write_all(b"who\n").map_err(|e| e.to_string())?;
-            let mut line = String::new();
-            BufReader::new(s)
-                .read_line(&mut line)
-                .map_err(|e| e.to_string())?;
-            Ok(line.trim().to_owned())
-        })
-        .join()
-        .unwrap()
+    ask(client, vip(PORT))
+}
+
+/// The name the backend behind `to` answers to a connection from `host`.
+fn ask(host: &Host, to: SocketAddr) -> Result<String, String> {
+    host.spawn(move || {
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"who\n").map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(s)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        Ok(line.trim().to_owned())
+    })
+    .join()
+    .unwrap()
+}
+
+/// A lab with one host, the node, holding `addresses`.
+fn one_host(test: &str, addresses: &[&str]) -> Option<(Lab, Host)> {
+    if !nft_or_skip(test) {
+        return None;
+    }
+    let mut lab = Lab::new(test)?;
+    let node = lab.host(addresses);
+    Some((lab, node))
 }
 
 fn names(client: &Host, n: usize) -> std::collections::BTreeMap<String, usize> {
@@ -406,14 +420,12 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn nat_without_nft_or_cap_net_admin_says_so_and_applies_nothing() {
-    let test = "nat_without_nft_or_cap_net_admin_says_so_and_applies_nothing";
-    if !nft_or_skip(test) {
-        return;
-    }
-    let Some(mut lab) = Lab::new(test) else {
+    let Some((_lab, node)) = one_host(
+        "nat_without_nft_or_cap_net_admin_says_so_and_applies_nothing",
+        &[&format!("{NODE}/24"), &format!("{VIP}/24")],
+    ) else {
         return;
     };
-    let node = lab.host(&[&format!("{NODE}/24"), &format!("{VIP}/24")]);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let config = config.to_str().unwrap();
@@ -456,7 +468,7 @@ fn nat_without_nft_or_cap_net_admin_says_so_and_applies_nothing() {
             assert!(text.contains("needs CAP_NET_ADMIN"), "{command}: {text}");
         }
     } else {
-        eprintln!("capsh missing: the CAP_NET_ADMIN half of {test} did not run");
+        eprintln!("capsh missing: the CAP_NET_ADMIN half of this test did not run");
     }
     assert!(table(&node).is_none(), "a failed start left a table");
 
@@ -474,35 +486,17 @@ fn nat_without_nft_or_cap_net_admin_says_so_and_applies_nothing() {
 /// scope, masquerade would drop the packets).
 #[test]
 fn nat_serves_clients_and_backends_on_the_nodes_loopback() {
-    let test = "nat_serves_clients_and_backends_on_the_nodes_loopback";
-    if !nft_or_skip(test) {
-        return;
-    }
-    let Some(mut lab) = Lab::new(test) else {
+    let Some((_lab, node)) = one_host(
+        "nat_serves_clients_and_backends_on_the_nodes_loopback",
+        &[&format!("{NODE}/24")],
+    ) else {
         return;
     };
-    let node = lab.host(&[&format!("{NODE}/24")]);
     start_loopback_backend(&node);
     let yaml = "defaults: { forwarding: nat }\nservices:\n  - { name: lo, listen: 127.0.0.1:7001, backends: [{ address: \"127.0.0.1:7002\" }] }\n";
     let mut tandem = Tandem::spawn_in_netns(node.ns(), bin(), yaml);
     tandem.wait_listening("127.0.0.1:7001".parse().unwrap());
-    let answer = node
-        .spawn(|| {
-            let mut s = TcpStream::connect_timeout(
-                &"127.0.0.1:7001".parse().unwrap(),
-                Duration::from_secs(2),
-            )
-            .map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            s.write_all(b"who\n").map_err(|e| e.to_string())?;
-            let mut line = String::new();
-            BufReader::new(s)
-                .read_line(&mut line)
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(line.trim().to_owned())
-        })
-        .join()
-        .unwrap();
+    let answer = ask(&node, "127.0.0.1:7001".parse().unwrap());
     assert_eq!(answer.as_deref(), Ok("lo"), "{}", tandem.logs());
 }
 
