@@ -120,11 +120,16 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     for service in &new.services {
         let change = match find(&service.name) {
             None => Change::Added(service.name.clone()),
-            Some(before) if socket_of(before) != socket_of(service) => Change::Moved {
-                name: service.name.clone(),
-                from: socket_of(before),
-                to: socket_of(service),
-            },
+            Some(before)
+                if socket_of(before) != socket_of(service)
+                    || in_userspace(before) != in_userspace(service) =>
+            {
+                Change::Moved {
+                    name: service.name.clone(),
+                    from: socket_of(before),
+                    to: socket_of(service),
+                }
+            }
             Some(before) if before != service => Change::Updated(service.name.clone()),
             Some(_) => Change::Unchanged(service.name.clone()),
         };
@@ -170,6 +175,12 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
 
 fn socket_of(service: &Service) -> (ListenAddress, Protocol) {
     (service.listen, service.protocol)
+}
+
+/// Whether the service holds a socket: a `forwarding: nat` one does not, so
+/// a change into or out of nat opens or closes one, like a move.
+fn in_userspace(service: &Service) -> bool {
+    service.forwarding.in_userspace()
 }
 
 /// One line for the log and the reload answer: `added a; removed b; updated
@@ -320,6 +331,27 @@ mod tests {
             assert!(d.restart_only.is_empty(), "{what}");
             assert_eq!(d.is_empty(), line == "no change", "{what}");
         }
+    }
+
+    #[test]
+    fn a_change_into_or_out_of_nat_opens_or_closes_the_socket() {
+        let plain = config(&[("a", 1001, "tcp", 2001)], "");
+        let nat = config(
+            &[("a", 1001, "tcp", 2001)],
+            "defaults: { forwarding: nat }\n",
+        );
+        let copy = config(
+            &[("a", 1001, "tcp", 2001)],
+            "defaults: { forwarding: copy }\n",
+        );
+        let m = moved("a", 1001, 1001, Protocol::Tcp);
+        assert_eq!(diff(&plain, &nat).services, vec![m.clone()]);
+        assert_eq!(diff(&nat, &plain).services, vec![m]);
+        assert_eq!(
+            diff(&plain, &copy).services,
+            vec![Change::Updated("a".into())],
+            "splice to copy keeps the socket"
+        );
     }
 
     #[test]

@@ -10,6 +10,14 @@ use tandem_config::Config;
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     match tandem_config::load(path) {
         Ok(config) => {
+            if let Err(e) = kernel_path(&config) {
+                eprintln!("{}: {e}", path.display());
+                eprintln!(
+                    "{}: the configuration is valid but this host cannot run it",
+                    path.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             print!("{}", summary(&config, &path.display().to_string()));
             Ok(ExitCode::SUCCESS)
         }
@@ -25,6 +33,17 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// With `forwarding: nat` services: that `nft` is there and the kernel
+/// accepts their table (`nft -c`, a dry run that needs CAP_NET_ADMIN and
+/// changes nothing), so that a start would not fail on them.
+fn kernel_path(config: &Config) -> Result<(), tandem_nat::NatError> {
+    let nat = tandem_config::Forwarding::Nat;
+    if !config.services.iter().any(|s| s.forwarding == nat) {
+        return Ok(());
+    }
+    tandem_nat::Nft::locate()?.check(&tandem_nat::render_config(config).text)
 }
 
 /// The summary printed for a valid file.

@@ -9,9 +9,11 @@
 //! - `reload`: prepare (everything that can fail) and commit (nothing can);
 //! - `admin`: the daemon as the admin endpoint sees it;
 //! - `tracking`: service health into VRRP priorities and routed VIPs;
+//! - `nat`: the nftables table of `forwarding: nat` services;
 //! - `signals`: SIGTERM/SIGINT/SIGHUP.
 
 mod admin;
+mod nat;
 mod reload;
 mod signals;
 mod startup;
@@ -157,6 +159,8 @@ struct Companions {
     vrrp: Option<JoinHandle<()>>,
     admin_stop: CancellationToken,
     admin: Option<JoinHandle<()>>,
+    nat_stop: CancellationToken,
+    nat: JoinHandle<()>,
 }
 
 /// Serves `config` until SIGTERM or SIGINT (or `until`), then drains.
@@ -191,6 +195,16 @@ pub async fn serve(
     let (Ok(services), Ok(admin_listener)) = (services, admin_listener) else {
         unreachable!("failures were returned above");
     };
+    // The kernel data path before any service starts: all of the table or,
+    // failing, nothing and no start (prepare's dry run said why already).
+    let (nft, nat_table) = if nat::wanted(&config) {
+        let nft = nat::check(&config).await?;
+        nat::apply_at_start(&nft, &config).await?;
+        info!("forwarding: nat: table {} written", tandem_nat::TABLE);
+        (Some(nft), Some(nat::render_config(&config)))
+    } else {
+        (None, None)
+    };
 
     // Build.
     let vrrp = if config.vrrp.instances.is_empty() {
@@ -215,6 +229,13 @@ pub async fn serve(
     // becomes master), then the admin endpoint.
     reload::commit(&mut supervisor, services).await;
     let published = Arc::clone(&supervisor.published);
+    let nat_stop = CancellationToken::new();
+    let nat_task = tokio::spawn(nat::run(
+        Arc::clone(&published),
+        nft,
+        nat_table,
+        nat_stop.clone(),
+    ));
     let daemon = Arc::new(Daemon {
         source: source.clone(),
         started: Instant::now(),
@@ -296,6 +317,8 @@ pub async fn serve(
             vrrp: vrrp_task,
             admin_stop,
             admin: admin_task,
+            nat_stop,
+            nat: nat_task,
         },
         &mut signals,
     )
@@ -339,6 +362,9 @@ async fn drain(daemon: &Daemon, companions: Companions, signals: &mut signals::S
         }
     }
     let cut = daemon.supervisor.lock().await.drain(signals.stop()).await;
+    // After the drain: flows the kernel forwards end with the table.
+    companions.nat_stop.cancel();
+    let _ = companions.nat.await;
     if let Some(l) = leftovers {
         l.release();
     }
