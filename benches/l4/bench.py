@@ -1,6 +1,14 @@
 #!/usr/bin/env python3
 """Side-by-side L4 benchmark of tandem, HAProxy, nginx and no proxy.
 
+Two targets forward in the kernel instead of a process: tandem-nat (tandem
+with `forwarding: nat`) and nft-anchor (the DNAT + masquerade rules a user
+would write by hand, no daemon). Their rules exist only while they are
+measured (tandem-nat is started and stopped, the anchor's table applied and
+deleted around each measurement), so that conntrack, which NAT switches on,
+costs the other targets nothing. For them only the machine-wide figures
+count: the kernel work is charged to the load generator's core.
+
 Every proxy runs single-threaded, pinned to core 0; load generators and
 backends are pinned to core 1. Targets are measured in interleaved rounds
 (A B C D, A B C D, ...) so that drift of the machine hits all of them alike.
@@ -43,7 +51,14 @@ PORTS = {  # target -> (bulk, http, idle, dns)
     # Only with --proxy-protocol: tandem again, its http service sending a
     # PROXY v2 header to a backend port that requires one.
     "tandem-pp": (26001, 26002, 26003, 26004),
+    # The kernel data path: tandem with forwarding: nat, and the same DNAT +
+    # masquerade written by hand in `table ip bench_anchor` with no daemon.
+    "tandem-nat": (27001, 27002, 27003, 27004),
+    "nft-anchor": (28001, 28002, 28003, 28004),
 }
+KERNEL = ("tandem-nat", "nft-anchor")
+TANDEM_NAT_ADMIN = 27099
+ANCHOR_TABLE = "ip bench_anchor"
 TANDEM_ADMIN = 21099
 TANDEM_BASE_ADMIN = 25099
 TANDEM_PP_ADMIN = 26099
@@ -140,7 +155,79 @@ class Lab:
         log = open(self.path(name + ".log"), "w")
         self.procs[name] = pinned(cpu, argv, stdout=log, stderr=subprocess.STDOUT)
 
+    def nft(self, text=None, args=()):
+        return subprocess.run(["nft"] + (["-f", "-"] if text else list(args)), input=text,
+                              capture_output=True, text=True, timeout=30)
+
+    def kernel_up(self, target):
+        """Puts the rules of a kernel target in place for one measurement."""
+        b, h, i, d = PORTS[target]
+        if target == "tandem-nat":
+            conf = self.write("tandem-nat.yaml", f"""
+admin: {{ listen: 127.0.0.1:{TANDEM_NAT_ADMIN} }}
+runtime: {{ worker_threads: 1 }}
+defaults: {{ forwarding: nat }}
+services:
+  - {{ name: bulk, listen: 127.0.0.1:{b}, backends: [{{ address: "127.0.0.1:{IPERF}" }}] }}
+  - {{ name: http, listen: 127.0.0.1:{h}, backends: [{{ address: "127.0.0.1:{HTTP}" }}] }}
+  - {{ name: idle, listen: 127.0.0.1:{i}, backends: [{{ address: "127.0.0.1:{IDLE_BACKEND}" }}] }}
+  - {{ name: dns, protocol: udp, listen: 127.0.0.1:{d}, backends: [{{ address: "127.0.0.1:{DNS}" }}] }}
+""")
+            self.start("tandem-nat", self.tandem_cpus, [self.tandem_bin, "--log-level", "warn", "run", "-c", conf])
+        else:
+            rules = "".join(f"    ip daddr 127.0.0.1 {proto} dport {port} counter dnat to 127.0.0.1:{to}\n"
+                            for proto, port, to in (("tcp", b, IPERF), ("tcp", h, HTTP), ("tcp", i, IDLE_BACKEND), ("udp", d, DNS)))
+            # As tandem writes it: masquerade what was DNATed, except on
+            # loopback (host-scope addresses; the flow comes back anyway).
+            masq = "".join(f'    oifname != "lo" ct status dnat meta l4proto {proto} ct original ip daddr 127.0.0.1 ct original proto-dst {port} masquerade\n'
+                           for proto, port in (("tcp", b), ("tcp", h), ("tcp", i), ("udp", d)))
+            out = self.nft(f"""table {ANCHOR_TABLE} {{}}
+delete table {ANCHOR_TABLE}
+table {ANCHOR_TABLE} {{
+  chain output {{
+    type nat hook output priority -100; policy accept;
+{rules}  }}
+  chain postrouting {{
+    type nat hook postrouting priority 100; policy accept;
+{masq}  }}
+}}
+""")
+            if out.returncode != 0:
+                raise RuntimeError(f"nft-anchor: {out.stderr.strip()}")
+        wait_port(h)
+
+    def kernel_flows(self, target):
+        """Flows the kernel target's rules translated so far (its counters)."""
+        if target == "tandem-nat":
+            out = self.nft(args=["-j", "list", "counters", "table", "inet", "tandem"])
+            items = json.loads(out.stdout or '{"nftables": []}')["nftables"] if out.returncode == 0 else []
+            return sum(c["counter"]["packets"] for c in items if "counter" in c and c["counter"]["name"].endswith("_new"))
+        out = self.nft(args=["-j", "list", "table"] + ANCHOR_TABLE.split())
+        if out.returncode != 0:
+            return 0
+        total = 0
+        for item in json.loads(out.stdout)["nftables"]:
+            for stmt in item.get("rule", {}).get("expr", []):
+                if "counter" in stmt:
+                    total += stmt["counter"]["packets"]
+        return total
+
+    def kernel_down(self, target):
+        if target == "tandem-nat":
+            p = self.procs.pop("tandem-nat")
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                self.nft(args=["delete", "table", "inet", "tandem"])
+        else:
+            self.nft(args=["delete", "table"] + ANCHOR_TABLE.split())
+
     def stop(self):
+        if "tandem-nat" in self.procs:
+            self.kernel_down("tandem-nat")
+        self.nft(args=["delete", "table"] + ANCHOR_TABLE.split())
         for p in self.procs.values():
             p.send_signal(signal.SIGTERM)
         for p in self.procs.values():
@@ -246,7 +333,7 @@ listen idle
         if "nginx" in self.targets:
             self.nginx()
         for name in self.targets:
-            if name != "direct":
+            if name != "direct" and name not in KERNEL:
                 wait_port(PORTS[name][1])
 
     def nginx(self):
@@ -267,7 +354,8 @@ stream {{
         self.start("nginx", PROXY_CPU, ["nginx", "-p", self.dir, "-c", conf])
 
     def pid(self, target):
-        return None if target == "direct" else self.procs[target].pid
+        """The process whose CPU is the target's; none for the kernel targets."""
+        return None if target == "direct" or target in KERNEL else self.procs[target].pid
 
 
 def run_load(argv, timeout):
@@ -351,7 +439,7 @@ def bulk(lab, target, seconds, streams):
         return {"gbit_s": end["bits_per_second"] / 1e9, "bytes": end["bytes"]}
 
     r = measured(lab, target, go)
-    r["cpu_ms_per_gb"] = r["cpu_s"] * 1000 / (r["bytes"] / 1e9) if target != "direct" else None
+    r["cpu_ms_per_gb"] = r["cpu_s"] * 1000 / (r["bytes"] / 1e9) if "cpu_s" in r else None
     r["machine_ms_per_gb"] = r["machine_s"] * 1000 / (r["bytes"] / 1e9) if r["bytes"] else None
     return r
 
@@ -381,7 +469,7 @@ def http_load(lab, target, seconds, close):
     # Every endpoint's segments (wrk, proxy, backend): the same traffic costs
     # the same count unless a proxy merges segments (a FIN with the last data).
     r["segs_per_req"] = (tcp_out_segs() - segs) / r["requests"] if r["requests"] else None
-    r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / r["requests"] if target != "direct" and r["requests"] else None
+    r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / r["requests"] if "cpu_s" in r and r["requests"] else None
     r["machine_us_per_req"] = r["machine_s"] * 1e6 / r["requests"] if r["requests"] else None
     return r
 
@@ -400,7 +488,7 @@ def dns(lab, target, seconds):
         return {"qps": qps, "queries": done, "lost": lost, "avg_latency_ms": float(lat.group(1)) * 1000 if lat else None}
 
     r = measured(lab, target, go)
-    r["cpu_us_per_query"] = r["cpu_s"] * 1e6 / r["queries"] if target != "direct" and r["queries"] else None
+    r["cpu_us_per_query"] = r["cpu_s"] * 1e6 / r["queries"] if "cpu_s" in r and r["queries"] else None
     r["machine_us_per_query"] = r["machine_s"] * 1e6 / r["queries"] if r["queries"] else None
     return r
 
@@ -477,7 +565,9 @@ def main():
     ap.add_argument("--baseline", help="a second tandem binary measured in the same rounds as target tandem-base")
     ap.add_argument("--proxy-protocol", action="store_true",
                     help="also target tandem-pp: tandem sending a PROXY v2 header to the http backend (an nginx port with proxy_protocol)")
-    ap.add_argument("--targets", help="comma-separated subset of: direct,tandem,tandem-base,tandem-pp,haproxy-splice,haproxy,nginx")
+    ap.add_argument("--targets", help="comma-separated subset of: direct,tandem,tandem-base,tandem-pp,haproxy-splice,haproxy,nginx,tandem-nat,nft-anchor")
+    ap.add_argument("--no-kernel", action="store_true",
+                    help="leave out the kernel targets (tandem-nat, nft-anchor), e.g. where nft or root is missing")
     ap.add_argument("--workloads", help="comma-separated subset of: bulk1,bulk4,conn,keepalive,dns,idle")
     ap.add_argument("--out", default="benches/results")
     args = ap.parse_args()
@@ -487,7 +577,8 @@ def main():
     rounds = args.rounds or (1 if args.quick else 5)
     seconds = args.seconds or (2 if args.quick else 5)
     targets = (["direct", "tandem"] + (["tandem-base"] if args.baseline else [])
-               + (["tandem-pp"] if args.proxy_protocol else []) + ["haproxy-splice", "haproxy", "nginx"])
+               + (["tandem-pp"] if args.proxy_protocol else []) + ["haproxy-splice", "haproxy", "nginx"]
+               + ([] if args.no_kernel else list(KERNEL)))
     if args.targets:
         targets = [t for t in args.targets.split(",") if t]
         unknown = set(targets) - set(PORTS)
@@ -513,7 +604,16 @@ def main():
                 if workload not in workloads:
                     continue
                 for t in targets:
-                    res = fn(t)
+                    if t in KERNEL:
+                        lab.kernel_up(t)
+                        before = lab.kernel_flows(t)
+                    try:
+                        res = fn(t)
+                        if res is not None and t in KERNEL:
+                            res["kernel_flows"] = lab.kernel_flows(t) - before
+                    finally:
+                        if t in KERNEL:
+                            lab.kernel_down(t)
                     if res is not None:
                         results[t].setdefault(workload, []).append(res)
                     time.sleep(0.5)
@@ -652,6 +752,45 @@ def main():
         if pp and plain:
             lines += ["", f"PROXY v2 on every new connection: {pp[0]:.1f} / {plain[0]:.1f} µs per connection = "
                       f"{pp[0] / plain[0]:.3f} × tandem without it (medians, same rounds)"]
+    kernel = [t for t in KERNEL if t in targets]
+    if kernel:
+        lines += ["", "Kernel targets (no process in the data path): flows their rules translated during each "
+                  "workload (lowest of the rounds; the proof that the load went through the rules):", "",
+                  "| workload | " + " | ".join(kernel) + " |", "|---|" + "---|" * len(kernel)]
+        for w in [w for w in ["bulk1", "bulk4", "conn", "keepalive", "dns"] if w in workloads]:
+            cells = []
+            for t in kernel:
+                vals = [x.get("kernel_flows") for x in results[t].get(w, []) if x.get("kernel_flows") is not None]
+                if vals and min(vals) == 0:
+                    failed.append(f"{t}/{w}")
+                cells.append(f"{min(vals):,}" if vals else "–")
+            lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    if "tandem-nat" in targets:
+        # Issue 20's targets for the kernel data path, on whole-machine figures.
+        def ratio(a, b, w, k):
+            va, vb = get(a, w, k), get(b, w, k)
+            return f"{va[0] / vb[0]:.2f}" if va and vb and vb[0] else "–"
+        def marginal_ratio(a, b, w, k):
+            va, vb, vd = get(a, w, k), get(b, w, k), get("direct", w, k)
+            if not (va and vb and vd) or vb[0] - vd[0] <= 0:
+                return "–"
+            return f"{(va[0] - vd[0]) / (vb[0] - vd[0]):.2f}"
+        lines += ["", "tandem-nat against its targets (medians of this run; whole-machine CPU):", "",
+                  "| target | ratio |", "|---|---|"]
+        for label, a, b, w, k, fn in [
+            ("new conn machine µs/conn ≤ 0.5 × haproxy", "tandem-nat", "haproxy", "conn", "machine_us_per_req", ratio),
+            ("new conn marginal µs/conn (over direct) vs haproxy", "tandem-nat", "haproxy", "conn", "machine_us_per_req", marginal_ratio),
+            ("new conn/s ≥ 1.5 × haproxy", "tandem-nat", "haproxy", "conn", "rps", ratio),
+            ("keep-alive machine µs/req ≤ 0.5 × haproxy", "tandem-nat", "haproxy", "keepalive", "machine_us_per_req", ratio),
+            ("keep-alive marginal µs/req (over direct) vs haproxy", "tandem-nat", "haproxy", "keepalive", "machine_us_per_req", marginal_ratio),
+            ("bulk 1 stream Gbit/s ≥ 0.9 × direct", "tandem-nat", "direct", "bulk1", "gbit_s", ratio),
+            ("new conn machine µs/conn ≤ 1.1 × nft-anchor", "tandem-nat", "nft-anchor", "conn", "machine_us_per_req", ratio),
+            ("keep-alive machine µs/req ≤ 1.1 × nft-anchor", "tandem-nat", "nft-anchor", "keepalive", "machine_us_per_req", ratio),
+            ("bulk 1 stream machine ms/GB ≤ 1.1 × nft-anchor", "tandem-nat", "nft-anchor", "bulk1", "machine_ms_per_gb", ratio),
+            ("DNS machine µs/query ≤ 1.1 × nft-anchor", "tandem-nat", "nft-anchor", "dns", "machine_us_per_query", ratio),
+        ]:
+            if a in targets and b in targets:
+                lines.append(f"| {label} | {fn(a, b, w, k)} |")
     if failed:
         lines += ["", f"WARNING: too few sockets for {', '.join(failed)}: that traffic may not have gone through the proxy."]
     lines += ["", f"tandem counters after the run: {json.dumps(counters)}"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The side-by-side L4 benchmark: tandem, HAProxy (splice and no splice), nginx
-# and no proxy, in interleaved rounds, proxies pinned to core 0 and the load
+# The side-by-side L4 benchmark: tandem, HAProxy (splice and no splice), nginx,
+# no proxy, and the kernel data path (tandem's forwarding: nat and hand-written
+# nftables DNAT rules, which need root and nft), in interleaved rounds, proxies pinned to core 0 and the load
 # generator plus backends to core 1. See docs/performance.md.
 #
 #   benches/l4/run.sh            # 5 rounds, 5 s per measurement
@@ -23,5 +24,10 @@ if ((${#missing[@]})); then
     echo "install with: apt-get install haproxy nginx libnginx-mod-stream iperf3 wrk dnsperf nsd" >&2
     exit 1
 fi
+kernel=()
+if ! command -v nft >/dev/null || [ "$(id -u)" != 0 ]; then
+    echo "no nft or not root: leaving out tandem-nat and nft-anchor (apt-get install nftables; run as root)" >&2
+    kernel=(--no-kernel)
+fi
 cargo build --release -p tandem >&2
-exec python3 benches/l4/bench.py --tandem target/release/tandem "$@"
+exec python3 benches/l4/bench.py --tandem "${CARGO_TARGET_DIR:-target}/release/tandem" "${kernel[@]}" "$@"

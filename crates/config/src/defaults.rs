@@ -81,3 +81,12 @@ pub(crate) const VRRP_CHECKSUM: VrrpChecksum = VrrpChecksum::PseudoHeader;
 pub(crate) fn startup_delay(priority: u8, advert_interval: Duration) -> Duration {
     crate::model::master_down_interval(priority, advert_interval)
 }
+
+// The routing section (docs/bgp.md). Table 250 and protocol 250 are free on
+// a stock system: tables 253–255 are the kernel's, protocols up to 4 are the
+// kernel's and 11–18, 42 and 186–192 are routing daemons' (rt_protos).
+pub(crate) const ROUTING_TABLE: u32 = 250;
+pub(crate) const ROUTING_PROTOCOL: u8 = 250;
+pub(crate) const ROUTING_DEVICE: &str = "tandem-routes";
+pub(crate) const ROUTING_VIP_INTERFACE: &str = "lo";
+pub(crate) const ROUTING_WITHDRAW_DELAY: Duration = Duration::from_secs(2);

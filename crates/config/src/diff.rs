@@ -77,6 +77,7 @@ pub enum RestartOnly {
     Runtime,
     Admin,
     Vrrp,
+    Routing,
 }
 
 impl RestartOnly {
@@ -85,6 +86,7 @@ impl RestartOnly {
             RestartOnly::Runtime => "runtime",
             RestartOnly::Admin => "admin",
             RestartOnly::Vrrp => "vrrp",
+            RestartOnly::Routing => "routing",
         }
     }
 }
@@ -118,11 +120,16 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     for service in &new.services {
         let change = match find(&service.name) {
             None => Change::Added(service.name.clone()),
-            Some(before) if socket_of(before) != socket_of(service) => Change::Moved {
-                name: service.name.clone(),
-                from: socket_of(before),
-                to: socket_of(service),
-            },
+            Some(before)
+                if socket_of(before) != socket_of(service)
+                    || in_userspace(before) != in_userspace(service) =>
+            {
+                Change::Moved {
+                    name: service.name.clone(),
+                    from: socket_of(before),
+                    to: socket_of(service),
+                }
+            }
             Some(before) if before != service => Change::Updated(service.name.clone()),
             Some(_) => Change::Unchanged(service.name.clone()),
         };
@@ -156,6 +163,9 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     if old.vrrp != new.vrrp {
         restart_only.push(RestartOnly::Vrrp);
     }
+    if old.routing != new.routing {
+        restart_only.push(RestartOnly::Routing);
+    }
     Diff {
         services,
         restart_only,
@@ -165,6 +175,12 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
 
 fn socket_of(service: &Service) -> (ListenAddress, Protocol) {
     (service.listen, service.protocol)
+}
+
+/// Whether the service holds a socket: a `forwarding: nat` one does not, so
+/// a change into or out of nat opens or closes one, like a move.
+fn in_userspace(service: &Service) -> bool {
+    service.forwarding.in_userspace()
 }
 
 /// One line for the log and the reload answer: `added a; removed b; updated
@@ -318,6 +334,27 @@ mod tests {
     }
 
     #[test]
+    fn a_change_into_or_out_of_nat_opens_or_closes_the_socket() {
+        let plain = config(&[("a", 1001, "tcp", 2001)], "");
+        let nat = config(
+            &[("a", 1001, "tcp", 2001)],
+            "defaults: { forwarding: nat }\n",
+        );
+        let copy = config(
+            &[("a", 1001, "tcp", 2001)],
+            "defaults: { forwarding: copy }\n",
+        );
+        let m = moved("a", 1001, 1001, Protocol::Tcp);
+        assert_eq!(diff(&plain, &nat).services, vec![m.clone()]);
+        assert_eq!(diff(&nat, &plain).services, vec![m]);
+        assert_eq!(
+            diff(&plain, &copy).services,
+            vec![Change::Updated("a".into())],
+            "splice to copy keeps the socket"
+        );
+    }
+
+    #[test]
     fn a_socket_held_by_another_running_service_is_a_clash() {
         let before = config(&[("a", 1001, "tcp", 2001), ("b", 1002, "tcp", 2002)], "");
         // Renamed: `c` wants a's socket while `a` still holds it.
@@ -362,5 +399,12 @@ mod tests {
         assert_eq!(d.restart_only, [RestartOnly::Runtime, RestartOnly::Admin]);
         assert!(d.is_empty(), "no service changes");
         assert_eq!(d.restart_only[1].as_str(), "admin");
+        let routed = config(
+            services,
+            "routing: { vips: [{ address: 127.0.0.1, services: [a] }] }\n",
+        );
+        let d = diff(&before, &routed);
+        assert_eq!(d.restart_only, [RestartOnly::Routing]);
+        assert_eq!(d.restart_only[0].as_str(), "routing");
     }
 }

@@ -23,6 +23,7 @@ pub(crate) struct File {
     pub defaults: Option<Defaults>,
     pub services: Option<Vec<Service>>,
     pub vrrp: Option<Vrrp>,
+    pub routing: Option<Routing>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +180,24 @@ pub(crate) struct Instance {
     pub startup_delay: Option<DurationText>,
     pub garp: Option<Garp>,
     pub checksum: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Routing {
+    pub table: Option<i64>,
+    pub protocol: Option<i64>,
+    pub device: Option<String>,
+    pub vip_interface: Option<String>,
+    pub withdraw_delay: Option<DurationText>,
+    pub vips: Option<Vec<RoutedVip>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RoutedVip {
+    pub address: Option<String>,
+    pub services: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

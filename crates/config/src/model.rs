@@ -19,6 +19,8 @@ pub struct Config {
     pub runtime: Runtime,
     pub services: Vec<Service>,
     pub vrrp: Vrrp,
+    /// `None` when the `routing` section is absent: nothing is announced.
+    pub routing: Option<Routing>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +223,33 @@ pub struct Udp {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Vrrp {
     pub instances: Vec<VrrpInstance>,
+}
+
+/// VIPs announced by installing a host route into a kernel table that a
+/// routing daemon (BIRD, FRR) exports over BGP: see docs/bgp.md.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    /// The kernel routing table tandem owns (default 250).
+    pub table: u32,
+    /// The route protocol number of tandem's routes (default 250).
+    pub protocol: u8,
+    /// The interface the routes point at, which tandem creates and holds:
+    /// it vanishes with the process, and so do its routes (default `tandem-routes`).
+    pub device: String,
+    /// The interface of each VIP's local route (default `lo`).
+    pub vip_interface: String,
+    /// At SIGTERM, how long listeners keep accepting after the withdrawal,
+    /// for the routers to move flows away (default 2s).
+    pub withdraw_delay: Duration,
+    pub vips: Vec<RoutedVip>,
+}
+
+/// One announced address and the services whose health it follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutedVip {
+    pub address: IpAddr,
+    /// Announced only while every one has a healthy, non-draining backend.
+    pub services: Vec<String>,
 }
 
 /// An address with its prefix length, as in `198.18.0.100/24`.

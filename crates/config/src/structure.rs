@@ -14,7 +14,7 @@ use crate::suggest;
 use crate::ConfigError;
 
 /// The top-level sections, for messages about the file as a whole.
-const SECTIONS: &str = "admin, runtime, defaults, services, vrrp";
+const SECTIONS: &str = "admin, runtime, defaults, services, vrrp, routing";
 
 /// Checks the positioned tree for problems serde would report badly or not
 /// at all. Returns every problem found (none means: go on to serde).

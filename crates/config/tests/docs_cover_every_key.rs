@@ -57,6 +57,11 @@ fn every_accepted_key_is_documented_in_its_section() {
             "notify",
             "vrrp:\n  instances:\n    - { name: v, interface: eth0, virtual_router_id: 1, virtual_ips: [198.18.0.1/24], notify: { zzz_not_a_key: 1 } }\n".to_owned(),
         ),
+        ("routing", format!("{SERVICE}routing:\n  zzz_not_a_key: 1\n")),
+        (
+            "vips",
+            format!("{SERVICE}routing:\n  vips: [{{ address: 127.0.0.1, zzz_not_a_key: 1 }}]\n"),
+        ),
     ];
     let examples = examples_text();
     let mut missing = Vec::new();

@@ -216,6 +216,12 @@ impl Backend {
         self.bytes_to_client.fetch_add(n, Relaxed);
     }
 
+    /// Counts flows the kernel forwarded (`forwarding: nat`), which tandem
+    /// never holds: they add to the totals, never to the active count.
+    pub fn add_kernel_flows(&self, n: u64) {
+        self.total.fetch_add(n, Relaxed);
+    }
+
     /// Counts a connection as open until the returned guard is dropped.
     pub fn open_connection(self: &Arc<Self>) -> ActiveConnection {
         self.active.fetch_add(1, Relaxed);

@@ -39,13 +39,23 @@ pub enum OnAllDown {
     TryAll,
 }
 
-/// How the TCP byte pump moves data (`forwarding:`).
+/// How a service's packets or bytes are moved (`forwarding:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forwarding {
     /// splice(2) through pooled pipes for bulk transfers, a copy for small messages.
     Splice,
     /// Always read/write through a userspace buffer.
     Copy,
+    /// The kernel forwards: tandem writes nftables DNAT/SNAT rules for the
+    /// service and opens no socket on its address (TCP and UDP).
+    Nat,
+}
+
+impl Forwarding {
+    /// Whether tandem itself accepts and relays this service's traffic.
+    pub fn in_userspace(self) -> bool {
+        self != Forwarding::Nat
+    }
 }
 
 /// Which PROXY protocol header tandem writes to a backend (`proxy_protocol.send:`).
@@ -114,7 +124,11 @@ named!(
 );
 named!(
     Forwarding,
-    [("splice", Forwarding::Splice), ("copy", Forwarding::Copy)]
+    [
+        ("splice", Forwarding::Splice),
+        ("copy", Forwarding::Copy),
+        ("nat", Forwarding::Nat),
+    ]
 );
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub trait AdminApi: Send + Sync + 'static {
     fn status(&self) -> Status;
     /// Starts (`true`) or ends an operator's drain of one backend.
     fn set_draining(&self, service: &str, backend: &str, draining: bool) -> Result<(), ApiError>;
+    /// Starts (`true`) or ends the node's maintenance: every routed VIP withdrawn.
+    fn set_maintenance(&self, on: bool) -> Result<(), ApiError>;
     /// Reloads the config file; `Ok` carries a one-line summary of the change.
     fn reload(&self) -> impl Future<Output = Result<String, Self::ReloadError>> + Send;
 }
@@ -206,6 +208,24 @@ impl<A: AdminApi> AdminServer<A> {
                     Err(ApiError::NotFound(m)) => text(StatusCode::NOT_FOUND, format!("{m}\n")),
                 }
             }
+            (&Method::POST, ["maintenance", action @ ("on" | "off")]) => {
+                if let Some(denied) = self.authorize(req) {
+                    return denied;
+                }
+                let on = *action == "on";
+                match self.api.set_maintenance(on) {
+                    Ok(()) => {
+                        info!(action = *action, "maintenance {action} by operator");
+                        let done = if on {
+                            "maintenance on: routes withdrawn\n"
+                        } else {
+                            "maintenance off: routes follow health again\n"
+                        };
+                        text(StatusCode::OK, done)
+                    }
+                    Err(ApiError::NotFound(m)) => text(StatusCode::NOT_FOUND, format!("{m}\n")),
+                }
+            }
             (&Method::POST, ["reload"]) => {
                 if let Some(denied) = self.authorize(req) {
                     return denied;
@@ -219,12 +239,13 @@ impl<A: AdminApi> AdminServer<A> {
                 }
             }
             (_, ["" | "metrics" | "healthz" | "readyz" | "status" | "reload"])
-            | (_, ["backends", _, _, "drain" | "enable"]) => {
+            | (_, ["backends", _, _, "drain" | "enable"])
+            | (_, ["maintenance", "on" | "off"]) => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try / /metrics /healthz /readyz /status, POST /reload, POST /backends/SERVICE/BACKEND/drain|enable\n",
+                "not found; try / /metrics /healthz /readyz /status, POST /reload, POST /backends/SERVICE/BACKEND/drain|enable, POST /maintenance/on|off\n",
             ),
         }
     }
@@ -321,6 +342,13 @@ mod tests {
             self.draining.store(d, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         }
+        fn set_maintenance(&self, on: bool) -> Result<(), ApiError> {
+            if on {
+                Ok(())
+            } else {
+                Err(ApiError::NotFound("no routing section".into()))
+            }
+        }
         async fn reload(&self) -> Result<String, BadFile> {
             Err(BadFile)
         }
@@ -379,6 +407,14 @@ mod tests {
         let r = raw(addr, b"POST /backends/web/b2/drain HTTP/1.1\r\n\r\n").await;
         assert_eq!(status_line(&r), "HTTP/1.1 404 Not Found");
         let r = raw(addr, b"PUT /status HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status_line(&r), "HTTP/1.1 405 Method Not Allowed");
+        let r = raw(addr, b"POST /maintenance/on HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status_line(&r), "HTTP/1.1 200 OK");
+        assert!(r.ends_with("maintenance on: routes withdrawn\n"), "{r}");
+        let r = raw(addr, b"POST /maintenance/off HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status_line(&r), "HTTP/1.1 404 Not Found");
+        assert!(r.ends_with("no routing section\n"), "{r}");
+        let r = raw(addr, b"GET /maintenance/on HTTP/1.1\r\n\r\n").await;
         assert_eq!(status_line(&r), "HTTP/1.1 405 Method Not Allowed");
         let r = raw(addr, b"GET /status?format=table HTTP/1.1\r\n\r\n").await;
         assert!(r.contains("SERVICE"), "{r}");
@@ -451,6 +487,8 @@ mod tests {
 
         let (addr, stop) = start(Access::ReadOnly).await;
         let r = raw(addr, b"POST /reload HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status_line(&r), "HTTP/1.1 403 Forbidden");
+        let r = raw(addr, b"POST /maintenance/on HTTP/1.1\r\n\r\n").await;
         assert_eq!(status_line(&r), "HTTP/1.1 403 Forbidden");
         let r = raw(addr, b"GET / HTTP/1.1\r\n\r\n").await;
         assert!(r.contains(r#"data-access="readonly""#), "{r}");

@@ -206,6 +206,10 @@ impl AdminApi for FakeApi {
         }
     }
 
+    fn set_maintenance(&self, _: bool) -> Result<(), ApiError> {
+        Ok(())
+    }
+
     async fn reload(&self) -> Result<String, std::io::Error> {
         // A real reload takes a moment: long enough for a half-closed
         // client's end of file to arrive before the answer.

@@ -21,7 +21,8 @@ mod status;
 
 pub use admin::{Access, AdminApi, AdminServer, ApiError, NotReady};
 pub use status::{
-    human_bytes, BackendStatus, CheckStatus, ReloadStatus, ServiceStatus, Status, VrrpStatus,
+    human_bytes, BackendStatus, CheckStatus, ReloadStatus, RouteStatus, ServiceStatus, Status,
+    VrrpStatus,
 };
 
 use prometheus::Registry;

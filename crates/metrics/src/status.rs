@@ -13,6 +13,10 @@ pub struct Status {
     pub reload: ReloadStatus,
     pub services: Vec<ServiceStatus>,
     pub vrrp: Vec<VrrpStatus>,
+    /// Announced VIPs (the `routing` section); empty without one.
+    pub routing: Vec<RouteStatus>,
+    /// The node is in maintenance: every announced VIP withdrawn.
+    pub maintenance: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -70,6 +74,17 @@ pub struct VrrpStatus {
     pub priority: u32,
     pub master: Option<String>,
     pub virtual_ips: Vec<String>,
+}
+
+/// One VIP of the `routing` section.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouteStatus {
+    pub vip: String,
+    pub services: Vec<String>,
+    /// The route is in tandem's table now: the routing daemon announces it.
+    pub announced: bool,
+    /// `announced`, or why not (`withdrawn: service `api` has no available backend`).
+    pub reason: String,
 }
 
 impl Status {
@@ -163,6 +178,24 @@ impl Status {
             }
             out.push('\n');
             out.push_str(&render(&vrows));
+        }
+        if !self.routing.is_empty() {
+            let mut rrows = vec![["ROUTED VIP", "SERVICES", "ANNOUNCED", "WHY"].map(str::to_owned)];
+            for r in &self.routing {
+                rrows.push([
+                    r.vip.clone(),
+                    r.services.join(", "),
+                    if r.announced { "yes" } else { "no" }.to_owned(),
+                    r.reason.clone(),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&render(&rrows));
+        }
+        if self.maintenance {
+            out.push_str(
+                "\nnode in MAINTENANCE: routes withdrawn (`tandem maintenance off` to end)\n",
+            );
         }
         let r = &self.reload;
         let _ = write!(
@@ -279,6 +312,43 @@ mod tests {
     }
 
     #[test]
+    fn routed_vips_and_maintenance_get_their_rows() {
+        let mut s = sample();
+        s.routing = vec![
+            RouteStatus {
+                vip: "198.18.100.1".into(),
+                services: vec!["api".into()],
+                announced: true,
+                reason: "announced".into(),
+            },
+            RouteStatus {
+                vip: "2001:2::1".into(),
+                services: vec!["api".into(), "dns".into()],
+                announced: false,
+                reason: "withdrawn: node in maintenance".into(),
+            },
+        ];
+        s.maintenance = true;
+        let t = s.to_table();
+        assert!(
+            t.contains("ROUTED VIP    SERVICES  ANNOUNCED  WHY\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("198.18.100.1  api       yes        announced\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("2001:2::1     api, dns  no         withdrawn: node in maintenance\n"),
+            "{t}"
+        );
+        assert!(t.contains("node in MAINTENANCE"), "{t}");
+        let j = s.to_json();
+        assert!(j.contains(r#""routing":[{"vip":"198.18.100.1","services":["api"],"announced":true,"reason":"announced"}"#), "{j}");
+        assert!(j.contains(r#""maintenance":true"#), "{j}");
+    }
+
+    #[test]
     fn json_names_every_field() {
         let j = sample().to_json();
         for key in [
@@ -304,7 +374,7 @@ mod tests {
             r#"{"name":"198.18.0.12:6443","address":"198.18.0.12:6443","state":"down","weight":0,"#,
             r#""backup":false,"active":0,"total":0,"bytes_in":0,"bytes_out":0,"#,
             r#""last_check":{"ok":false,"detail":"status 500","seconds_ago":2,"duration_ms":3}}]}],"#,
-            r#""vrrp":[]}"#,
+            r#""vrrp":[],"routing":[],"maintenance":false}"#,
             "\n"
         );
         assert_eq!(sample().to_json(), expected);

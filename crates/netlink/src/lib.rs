@@ -74,7 +74,7 @@ pub use address::Address;
 pub use events::{HostEvent, HostEvents};
 pub use link::Link;
 pub use request::Netlink;
-pub use route::Route;
+pub use route::{Route, RouteKind, LOCAL_TABLE};
 
 /// Longest wait for one answer of the kernel.
 pub const TIMEOUT: Duration = Duration::from_secs(2);

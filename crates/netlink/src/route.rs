@@ -1,6 +1,7 @@
-//! Routes tandem owns: unicast, scope link, out of one interface, marked
-//! with a route protocol number so that a dump can tell them from the rest
-//! of the table.
+//! Routes tandem owns, out of one interface and marked with a route
+//! protocol number so that a dump can tell them from the rest of the table:
+//! unicast (scope link) routes to announce, and local (scope host) routes
+//! that make the host accept an address without it being on an interface.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -15,7 +16,7 @@ use netlink_packet_route::AddressFamily;
 use crate::request::{attributes, os_error, Request};
 use crate::Netlink;
 
-/// A route tandem owns: `destination/prefix_len` in kernel table `table`, route protocol `protocol`, out of interface `ifindex` (scope link, unicast).
+/// A route tandem owns: `destination/prefix_len` in kernel table `table`, route protocol `protocol`, out of interface `ifindex`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Route {
     pub destination: IpAddr,
@@ -23,7 +24,23 @@ pub struct Route {
     pub table: u32,
     pub protocol: u8,
     pub ifindex: u32,
+    pub kind: RouteKind,
 }
+
+/// The route types tandem installs (`rtm_type`), and the rest as found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// Scope link: a route to announce.
+    Unicast,
+    /// Scope host, usually in the `local` table (255): packets to the
+    /// destination are delivered to this host (`ip route add local …`).
+    Local,
+    /// Any other type (blackhole, broadcast, …), by its number.
+    Other(u8),
+}
+
+/// The kernel's `local` table (RT_TABLE_LOCAL).
+pub const LOCAL_TABLE: u32 = 255;
 
 impl Netlink {
     /// Adds `route`, or replaces the route to the same destination in its
@@ -76,6 +93,11 @@ impl Netlink {
 /// of route attribute (MPLS, SRv6, tunnels, multipath, ...) and would link
 /// all of their code for a table, a destination and an interface.
 fn route_request(kind: u16, route: &Route) -> Request<RouteHeader, DefaultNla> {
+    let (scope, route_type) = match route.kind {
+        RouteKind::Unicast => (RouteScope::Link, RouteType::Unicast),
+        RouteKind::Local => (RouteScope::Host, RouteType::Local),
+        RouteKind::Other(n) => (RouteScope::Universe, RouteType::from(n)),
+    };
     let header = RouteHeader {
         address_family: match route.destination {
             IpAddr::V4(_) => AddressFamily::Inet,
@@ -85,8 +107,8 @@ fn route_request(kind: u16, route: &Route) -> Request<RouteHeader, DefaultNla> {
         // rtm_table has 8 bits; RTA_TABLE (sent always) has the whole number.
         table: u8::try_from(route.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC),
         protocol: route.protocol.into(),
-        scope: RouteScope::Link,
-        kind: RouteType::Unicast,
+        scope,
+        kind: route_type,
         ..RouteHeader::default()
     };
     let destination = match route.destination {
@@ -124,6 +146,11 @@ pub(crate) fn parse_route(body: &[u8]) -> Option<Route> {
         table: u32::from(header.table),
         protocol: header.protocol.into(),
         ifindex: 0,
+        kind: match header.kind {
+            RouteType::Unicast => RouteKind::Unicast,
+            RouteType::Local => RouteKind::Local,
+            other => RouteKind::Other(other.into()),
+        },
     };
     for nla in attributes(body.get(header.buffer_len()..)?) {
         let value = nla.value();
@@ -156,6 +183,7 @@ mod tests {
                 table: 4242,
                 protocol: 250,
                 ifindex: 3,
+                kind: RouteKind::Unicast,
             },
             Route {
                 destination: "2001:2::7:1".parse().unwrap(),
@@ -163,6 +191,15 @@ mod tests {
                 table: 100,
                 protocol: 186,
                 ifindex: 9,
+                kind: RouteKind::Unicast,
+            },
+            Route {
+                destination: "198.18.100.1".parse().unwrap(),
+                prefix_len: 32,
+                table: LOCAL_TABLE,
+                protocol: 250,
+                ifindex: 1,
+                kind: RouteKind::Local,
             },
         ] {
             let body = route_request(libc::RTM_NEWROUTE, &route).body();
@@ -181,6 +218,7 @@ mod tests {
             table: 4242,
             protocol: 250,
             ifindex: 9,
+            kind: RouteKind::Unicast,
         };
         let request = route_request(libc::RTM_NEWROUTE, &route);
         let mut m = RouteMessage::default();
@@ -208,6 +246,7 @@ mod tests {
                 table: 254,
                 protocol: 4,
                 ifindex: 2,
+                kind: RouteKind::Other(0),
             })
         );
     }

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tandem_netlink::{HostEvent, HostEvents, Netlink, Route};
+use tandem_netlink::{HostEvent, HostEvents, Netlink, Route, RouteKind, LOCAL_TABLE};
 use test_support::netns::{Host, Lab};
 
 macro_rules! lab {
@@ -37,6 +37,7 @@ fn route(destination: &str, prefix_len: u8, ifindex: u32) -> Route {
         table: TABLE,
         protocol: PROTOCOL,
         ifindex,
+        kind: RouteKind::Unicast,
     }
 }
 
@@ -249,4 +250,33 @@ fn a_removed_address_and_a_link_going_down_are_reported() {
         .join()
         .unwrap();
     assert!(seen.0, "{:?}", seen.1);
+}
+
+#[test]
+fn a_local_route_makes_the_host_accept_an_address_it_does_not_carry() {
+    let mut lab = lab!();
+    let host = lab.host(&["198.18.0.1/24"]);
+    let bound = host
+        .spawn(|| {
+            let mut nl = Netlink::open().unwrap();
+            let lo = nl.link("lo").unwrap().expect("lo");
+            let vip = Route {
+                destination: "198.18.100.1".parse().unwrap(),
+                prefix_len: 32,
+                table: LOCAL_TABLE,
+                protocol: PROTOCOL,
+                ifindex: lo.index,
+                kind: RouteKind::Local,
+            };
+            let before = std::net::TcpListener::bind("198.18.100.1:0").is_ok();
+            nl.replace_route(&vip).unwrap();
+            let after = std::net::TcpListener::bind("198.18.100.1:0").is_ok();
+            let listed = nl.routes(LOCAL_TABLE, PROTOCOL).unwrap();
+            assert!(nl.delete_route(&vip).unwrap());
+            let gone = std::net::TcpListener::bind("198.18.100.1:0").is_err();
+            (before, after, listed == vec![vip], gone)
+        })
+        .join()
+        .unwrap();
+    assert_eq!(bound, (false, true, true, true));
 }

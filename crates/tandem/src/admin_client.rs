@@ -116,6 +116,17 @@ pub fn set_draining(
     finish(code, &body)
 }
 
+pub fn set_maintenance(args: &AdminArgs, on: bool) -> anyhow::Result<ExitCode> {
+    let target = target(args)?;
+    let path = if on {
+        "/maintenance/on"
+    } else {
+        "/maintenance/off"
+    };
+    let (code, body) = call(&target, "POST", path, "text/plain")?;
+    finish(code, &body)
+}
+
 pub fn reload(args: &AdminArgs) -> anyhow::Result<ExitCode> {
     let target = target(args)?;
     let (code, body) = call(&target, "POST", "/reload", "text/plain")?;

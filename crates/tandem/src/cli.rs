@@ -61,6 +61,18 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Node maintenance: `on` withdraws every routed VIP (the `routing` section), `off` lets health decide again.
+    Maintenance {
+        #[arg(value_enum)]
+        state: OnOff,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove tandem's routes from its routing table (systemd's ExecStopPost, after a crash).
+    FlushRoutes {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Ask a running tandem to reload its configuration file (like SIGHUP).
     Reload {
         #[command(flatten)]
@@ -83,6 +95,12 @@ pub enum Command {
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// How to reach a running tandem's admin endpoint.

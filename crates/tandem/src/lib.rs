@@ -45,6 +45,10 @@ pub fn main() -> ExitCode {
             backend,
             admin,
         } => admin_client::set_draining(admin, service, backend, false),
+        Command::Maintenance { state, admin } => {
+            admin_client::set_maintenance(admin, *state == cli::OnOff::On)
+        }
+        Command::FlushRoutes { config } => daemon::flush_routes(config),
         Command::Reload { admin } => admin_client::reload(admin),
         Command::InitConfig(args) => init_config::run(args),
         Command::Migrate { files } => migrate::run(files),

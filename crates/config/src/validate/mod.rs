@@ -30,10 +30,12 @@ use crate::ConfigError;
 
 mod admission;
 mod health;
+mod routing;
 mod service;
 mod vrrp;
 
 use health::{health, no_health};
+use routing::routing;
 use service::services;
 use vrrp::vrrp;
 
@@ -72,6 +74,13 @@ pub(crate) fn validate(
     );
     let raw_vrrp = file.vrrp.as_ref();
     let vrrp = vrrp(&mut r, &root.key("vrrp"), raw_vrrp, &services);
+    let routing = routing(
+        &mut r,
+        &root.key("routing"),
+        file.routing.as_ref(),
+        &services,
+        &vrrp,
+    );
 
     let has_instances = matches!(raw_vrrp.and_then(|v| v.instances.as_deref()), Some([_, ..]));
     if raw_services.is_empty() && !has_instances {
@@ -90,6 +99,7 @@ pub(crate) fn validate(
         runtime,
         services,
         vrrp,
+        routing,
     })
 }
 

@@ -151,6 +151,9 @@ fn service(
         );
     }
     let udp = udp(r, &at.key("udp"), raw.udp.as_ref());
+    if s.forwarding == Forwarding::Nat {
+        nat_rules(r, at, raw, &s, listen, &health, &admission, &backends);
+    }
 
     let facts = Facts {
         at: at.clone(),
@@ -226,6 +229,146 @@ fn udp_rules(
                 "`v1` is text for TCP only; a udp service can send `v2`",
             );
             break;
+        }
+    }
+}
+
+/// What the kernel data path (`forwarding: nat`) cannot do: anything that
+/// needs tandem to hold the connection (PROXY headers, admission, limits,
+/// access logs, passive ejection, least connections) or to translate one
+/// address family into the other. Settings that only steer the userspace
+/// relay are refused where the service writes them, so that nobody expects
+/// them to work; inherited from `defaults` they are ignored.
+#[allow(clippy::too_many_arguments)]
+fn nat_rules(
+    r: &mut Report,
+    at: &FieldPath,
+    raw: &file::Service,
+    s: &ServiceDefaults,
+    listen: Option<SocketAddr>,
+    health: &Health,
+    admission: &Admission,
+    backends: &[BackendSpec],
+) {
+    // Inherited settings are blamed on the service's `forwarding` (or, when
+    // that is inherited too, on the service itself).
+    let blame = |r: &mut Report, written: bool, key: &str, message: &str| {
+        if written {
+            r.value(&at.key(key), message);
+        } else {
+            let message = format!("{message} (`{key}` comes from `defaults`)");
+            r.value(&at.key("forwarding"), message);
+        }
+    };
+    if let Some(l) = listen.filter(|l| l.ip().is_unspecified()) {
+        r.value(
+            &at.key("listen"),
+            format!("`{l}`: forwarding: nat translates one address; give the virtual or local IP, not an unspecified one"),
+        );
+    }
+    if let Some(l) = listen {
+        for (j, b) in backends.iter().enumerate() {
+            let a = b.address.0;
+            if a.is_ipv4() != l.is_ipv4() && !a.ip().is_unspecified() {
+                r.value(
+                    &at.key("backends").index(j).key("address"),
+                    format!("`{a}`: forwarding: nat cannot translate between IPv4 and IPv6 (listen is `{l}`)"),
+                );
+            }
+        }
+    }
+    if s.scheduler == SchedulerKind::LeastConnections {
+        blame(
+            r,
+            raw.scheduler.is_some(),
+            "scheduler",
+            "`least_connections` needs connection counts the kernel does not keep; with forwarding: nat use `round_robin`, `random` or `source_hash`",
+        );
+    }
+    if s.max_connections.is_some() {
+        blame(
+            r,
+            raw.max_connections.is_some(),
+            "max_connections",
+            "forwarding: nat has no connection limit (the kernel forwards every flow)",
+        );
+    }
+    if s.access_log {
+        blame(
+            r,
+            raw.access_log.is_some(),
+            "access_log",
+            "forwarding: nat logs no connections (tandem never sees them)",
+        );
+    }
+    let proxy_send = backends.iter().position(|b| b.send_proxy.is_some());
+    if admission.proxy_accept.is_some() || proxy_send.is_some() {
+        let own_backend = proxy_send.filter(|&j| {
+            raw.backends
+                .as_ref()
+                .and_then(|l| l.get(j))
+                .is_some_and(|b| b.proxy_protocol.is_some())
+        });
+        let message = "forwarding: nat cannot read or write PROXY headers (the kernel forwards packets, not streams)";
+        match own_backend {
+            Some(j) => r.value(&at.key("backends").index(j).key("proxy_protocol"), message),
+            None => blame(r, raw.proxy_protocol.is_some(), "proxy_protocol", message),
+        }
+    }
+    let admission_written = raw.allow.is_some() || raw.deny.is_some() || raw.limits.is_some();
+    if !admission.allow.is_empty() || !admission.deny.is_empty() || !admission.limits.is_off() {
+        let key = if raw.allow.is_some() || !admission_written && !admission.allow.is_empty() {
+            "allow"
+        } else if raw.deny.is_some() || !admission_written && !admission.deny.is_empty() {
+            "deny"
+        } else {
+            "limits"
+        };
+        blame(
+            r,
+            admission_written,
+            key,
+            "forwarding: nat has no admission rules (`allow`, `deny`, `limits` run in tandem's accept path; filter with your own nftables rules)",
+        );
+    }
+    if health.eject_after.is_some() {
+        let written = raw.health.as_ref().is_some_and(|h| h.eject_after.is_some());
+        let message = "forwarding: nat has no passive ejection (tandem makes no connects to watch); active health checks still apply";
+        if written {
+            r.value(&at.key("health").key("eject_after"), message);
+        } else {
+            blame(r, false, "health", message);
+        }
+    }
+    let ignored = [
+        (
+            "idle_timeout",
+            raw.idle_timeout.is_some(),
+            "conntrack's timeouts apply",
+        ),
+        (
+            "connect_timeout",
+            raw.connect_timeout.is_some(),
+            "tandem makes no connects",
+        ),
+        (
+            "connect_retries",
+            raw.connect_retries.is_some(),
+            "tandem makes no connects",
+        ),
+        (
+            "tcp_keepalive",
+            raw.tcp_keepalive.is_some(),
+            "the client's and the backend's own keepalive apply",
+        ),
+        ("udp", raw.udp.is_some(), "conntrack's UDP timeouts apply"),
+    ];
+    for (key, written, why) in ignored {
+        if written {
+            r.key(
+                &at.key(key),
+                format!("has no effect with forwarding: nat ({why}); remove it"),
+            );
         }
     }
 }

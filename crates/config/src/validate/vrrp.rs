@@ -279,7 +279,7 @@ fn instance(
 }
 
 /// Linux interface names: 1 to 15 bytes, no `/`, no white space.
-fn interface(r: &mut Report, at: &FieldPath, text: &str) -> Option<String> {
+pub(super) fn interface(r: &mut Report, at: &FieldPath, text: &str) -> Option<String> {
     let ok = !text.is_empty()
         && text.len() <= 15
         && text != "."

@@ -1,5 +1,5 @@
 //! The daemon as the admin endpoint sees it: readiness, the status table,
-//! drain/enable and reload (`tandem_metrics::AdminApi`).
+//! drain/enable, maintenance and reload (`tandem_metrics::AdminApi`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
@@ -39,6 +39,19 @@ impl AdminApi for Daemon {
                 ApiError::NotFound(format!("service `{service}` has no backend `{backend}`"))
             })?;
         found.set_draining(draining);
+        // Routed VIPs follow drains at once, not at the next tick.
+        self.published.health_changed.notify_one();
+        Ok(())
+    }
+
+    fn set_maintenance(&self, on: bool) -> Result<(), ApiError> {
+        let routing = self.routing.as_ref().ok_or_else(|| {
+            ApiError::NotFound(
+                "no routing section: maintenance withdraws routed VIPs, and there are none"
+                    .to_owned(),
+            )
+        })?;
+        routing.set_maintenance(on);
         Ok(())
     }
 
@@ -129,5 +142,21 @@ fn status_of(daemon: &Daemon) -> Status {
                     .collect()
             })
             .unwrap_or_default(),
+        routing: daemon
+            .routing
+            .as_ref()
+            .map(|r| {
+                r.status()
+                    .into_iter()
+                    .map(|v| tandem_metrics::RouteStatus {
+                        vip: v.address.to_string(),
+                        services: v.services,
+                        announced: v.installed,
+                        reason: v.verdict.reason(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        maintenance: daemon.routing.as_ref().is_some_and(|r| r.maintenance()),
     }
 }

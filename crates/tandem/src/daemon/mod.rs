@@ -8,10 +8,12 @@
 //! - `supervisor`: the services as tasks, published to readers in one place;
 //! - `reload`: prepare (everything that can fail) and commit (nothing can);
 //! - `admin`: the daemon as the admin endpoint sees it;
-//! - `tracking`: service health into VRRP priorities;
+//! - `tracking`: service health into VRRP priorities and routed VIPs;
+//! - `nat`: the nftables table of `forwarding: nat` services;
 //! - `signals`: SIGTERM/SIGINT/SIGHUP.
 
 mod admin;
+mod nat;
 mod reload;
 mod signals;
 mod startup;
@@ -81,6 +83,35 @@ pub fn run_file(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `tandem flush-routes`: the routes a crashed tandem may have left in its
+/// table (the route device normally takes them along). For ExecStopPost.
+pub fn flush_routes(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match tandem_config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                error!("{e}");
+            }
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
+    let Some(routing) = &config.routing else {
+        println!("{}: no routing section, nothing to flush", path.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let n = tandem_routing::flush(routing.table, routing.protocol).with_context(|| {
+        format!(
+            "cannot flush routing table {} (protocol {})",
+            routing.table, routing.protocol
+        )
+    })?;
+    println!(
+        "flushed {n} route(s) of protocol {} from table {}",
+        routing.protocol, routing.table
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The running process: everything the admin endpoint and reload reach.
 pub struct Daemon {
     source: Source,
@@ -92,6 +123,7 @@ pub struct Daemon {
     supervisor: tokio::sync::Mutex<Supervisor>,
     reloads: reload::Record,
     vrrp: Option<(tandem_vrrp::VrrpHandle, Vec<tandem_config::VrrpInstance>)>,
+    routing: Option<tandem_routing::RoutingHandle>,
 }
 
 impl Daemon {
@@ -120,10 +152,15 @@ impl Daemon {
 
 /// The tasks beside the services, stopped in order at the end.
 struct Companions {
+    routing_stop: CancellationToken,
+    routing: Option<JoinHandle<tandem_routing::Leftovers>>,
+    withdraw_delay: Duration,
     vrrp_stop: CancellationToken,
     vrrp: Option<JoinHandle<()>>,
     admin_stop: CancellationToken,
     admin: Option<JoinHandle<()>>,
+    nat_stop: CancellationToken,
+    nat: JoinHandle<()>,
 }
 
 /// Serves `config` until SIGTERM or SIGINT (or `until`), then drains.
@@ -158,6 +195,16 @@ pub async fn serve(
     let (Ok(services), Ok(admin_listener)) = (services, admin_listener) else {
         unreachable!("failures were returned above");
     };
+    // The kernel data path before any service starts: all of the table or,
+    // failing, nothing and no start (prepare's dry run said why already).
+    let (nft, nat_table) = if nat::wanted(&config) {
+        let nft = nat::check(&config).await?;
+        nat::apply_at_start(&nft, &config).await?;
+        info!("forwarding: nat: table {} written", tandem_nat::TABLE);
+        (Some(nft), Some(nat::render_config(&config)))
+    } else {
+        (None, None)
+    };
 
     // Build.
     let vrrp = if config.vrrp.instances.is_empty() {
@@ -168,6 +215,13 @@ pub async fn serve(
                 .map_err(|e| anyhow::anyhow!("vrrp: {e}"))?,
         )
     };
+    let routing = match &config.routing {
+        None => None,
+        Some(r) => Some(
+            tandem_routing::Routing::start(r, &registry)
+                .map_err(|e| anyhow::anyhow!("routing: {e}"))?,
+        ),
+    };
     let reloads = reload::Record::register(&registry).context("cannot register reload metrics")?;
 
     // Spawn: services, then VRRP (listeners are bound, with IP_FREEBIND for
@@ -175,6 +229,13 @@ pub async fn serve(
     // becomes master), then the admin endpoint.
     reload::commit(&mut supervisor, services).await;
     let published = Arc::clone(&supervisor.published);
+    let nat_stop = CancellationToken::new();
+    let nat_task = tokio::spawn(nat::run(
+        Arc::clone(&published),
+        nft,
+        nat_table,
+        nat_stop.clone(),
+    ));
     let daemon = Arc::new(Daemon {
         source: source.clone(),
         started: Instant::now(),
@@ -185,16 +246,22 @@ pub async fn serve(
         vrrp: vrrp
             .as_ref()
             .map(|v| (v.handle(), config.vrrp.instances.clone())),
+        routing: routing.as_ref().map(|r| r.handle()),
     });
     let vrrp_stop = CancellationToken::new();
-    let vrrp_task = vrrp.map(|v| {
+    let routing_stop = CancellationToken::new();
+    if vrrp.is_some() || routing.is_some() {
+        // Stops with VRRP, which stops after routing: routing's last
+        // decision (withdraw all) does not depend on health.
         tokio::spawn(tracking::track_services(
             Arc::clone(&published),
-            v.handle(),
+            vrrp.as_ref().map(|v| v.handle()),
+            routing.as_ref().map(|r| r.handle()),
             vrrp_stop.clone(),
         ));
-        tokio::spawn(v.run(vrrp_stop.clone()))
-    });
+    }
+    let vrrp_task = vrrp.map(|v| tokio::spawn(v.run(vrrp_stop.clone())));
+    let routing_task = routing.map(|r| tokio::spawn(r.run(routing_stop.clone())));
     let admin_stop = CancellationToken::new();
     let admin_task = match (admin_listener, &config.admin) {
         (Some(listener), Some(admin)) => {
@@ -240,10 +307,18 @@ pub async fn serve(
     drain(
         &daemon,
         Companions {
+            routing_stop,
+            routing: routing_task,
+            withdraw_delay: config
+                .routing
+                .as_ref()
+                .map_or(Duration::ZERO, |r| r.withdraw_delay),
             vrrp_stop,
             vrrp: vrrp_task,
             admin_stop,
             admin: admin_task,
+            nat_stop,
+            nat: nat_task,
         },
         &mut signals,
     )
@@ -251,10 +326,32 @@ pub async fn serve(
     Ok(())
 }
 
-/// VRRP resigns first (priority 0: a backup takes over at once), then the
-/// listeners stop and connections drain; the admin endpoint answers to the end.
+/// Routed VIPs are withdrawn first, and the listeners keep accepting for
+/// `withdraw_delay` while the routers move new flows to other nodes; VRRP
+/// resigns (priority 0: a backup takes over at once); then the listeners
+/// stop and connections drain, and the VIPs leave the node last. The admin
+/// endpoint answers to the end.
 async fn drain(daemon: &Daemon, companions: Companions, signals: &mut signals::Signals) {
     notify("STOPPING=1");
+    companions.routing_stop.cancel();
+    let mut leftovers = None;
+    if let Some(task) = companions.routing {
+        match tokio::time::timeout(Duration::from_secs(3), task).await {
+            Ok(Ok(l)) => {
+                if l.withdrawn() > 0 && !companions.withdraw_delay.is_zero() {
+                    info!(
+                        routes = l.withdrawn(),
+                        accepting_for = ?companions.withdraw_delay,
+                        "routes withdrawn; still accepting while routers move flows away"
+                    );
+                    tokio::time::sleep(companions.withdraw_delay).await;
+                }
+                leftovers = Some(l);
+            }
+            Ok(Err(e)) => warn!("routing task failed: {e}"),
+            Err(_) => warn!("routing did not withdraw within 3s"),
+        }
+    }
     companions.vrrp_stop.cancel();
     if let Some(task) = companions.vrrp {
         if tokio::time::timeout(Duration::from_secs(3), task)
@@ -265,6 +362,12 @@ async fn drain(daemon: &Daemon, companions: Companions, signals: &mut signals::S
         }
     }
     let cut = daemon.supervisor.lock().await.drain(signals.stop()).await;
+    // After the drain: flows the kernel forwards end with the table.
+    companions.nat_stop.cancel();
+    let _ = companions.nat.await;
+    if let Some(l) = leftovers {
+        l.release();
+    }
     companions.admin_stop.cancel();
     if let Some(task) = companions.admin {
         let _ = task.await;

@@ -42,6 +42,8 @@ pub enum ServiceError {
         service: String,
         source: tandem_health::HealthError,
     },
+    #[error("{0}")]
+    Nat(tandem_nat::NatError),
 }
 
 /// Why a reload changed nothing.
@@ -108,6 +110,12 @@ pub(super) async fn prepare(supervisor: &Supervisor, new: Config) -> Result<Prep
             }
         }
     }
+    // The kernel's dry run of the whole table, before anything changes.
+    if super::nat::wanted(&new) {
+        if let Err(e) = super::nat::check(&new).await {
+            failures.push(ServiceError::Nat(e));
+        }
+    }
     if !failures.is_empty() {
         return Err(ReloadError::Services(failures));
     }
@@ -122,6 +130,9 @@ pub(super) async fn prepare(supervisor: &Supervisor, new: Config) -> Result<Prep
 /// Binds and registers the listening socket of `service`.
 async fn open(service: &tandem_config::Service) -> Result<Socket, ServiceError> {
     let name = || service.name.clone();
+    if !service.forwarding.in_userspace() {
+        return Ok(Socket::Kernel);
+    }
     // Off the runtime thread: a port clash looks for the process that holds
     // the port through /proc, which can take long on a busy host, and with
     // `worker_threads: 1` that thread is the data path.

@@ -38,6 +38,8 @@ pub(super) enum Socket {
         socket: Arc<UdpSocket>,
         sender: Arc<std::net::UdpSocket>,
     },
+    /// `forwarding: nat`: the kernel forwards, nothing is bound.
+    Kernel,
 }
 
 /// What readers of the running services see; written only by [`Supervisor::publish`].
@@ -49,6 +51,8 @@ pub(super) struct Published {
     pub(super) checks: ArcSwap<Vec<tandem_health::Handle>>,
     /// Woken by every health transition, for VRRP tracking.
     pub(super) health_changed: Notify,
+    /// Woken by every health transition and every commit, for the nat table.
+    pub(super) nat_changed: Notify,
 }
 
 /// One service as tasks.
@@ -161,7 +165,10 @@ impl Supervisor {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     received = transitions.recv() => match received {
-                        Ok(_) | Err(RecvError::Lagged(_)) => published.health_changed.notify_one(),
+                        Ok(_) | Err(RecvError::Lagged(_)) => {
+                            published.health_changed.notify_one();
+                            published.nat_changed.notify_one();
+                        }
                         Err(RecvError::Closed) => break,
                     },
                 }
@@ -199,6 +206,11 @@ impl Supervisor {
                 }
                 .run(stop.clone()),
             ),
+            Socket::Kernel => {
+                let stop = stop.clone();
+                info!(service = %config.name, listen = %config.listen, backends = config.backends.len(), "forwarding in the kernel (nat)");
+                return tokio::spawn(async move { stop.cancelled().await });
+            }
         };
         info!(
             service = %config.name,
@@ -266,6 +278,7 @@ impl Supervisor {
         self.published.checks.store(Arc::new(
             self.services.iter().map(|r| r.health.clone()).collect(),
         ));
+        self.published.nat_changed.notify_one();
     }
 
     /// Stops accepting everywhere, drains, cuts what is left; returns how many
