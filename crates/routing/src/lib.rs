@@ -156,9 +156,9 @@ pub struct Leftovers {
 }
 
 impl Routing {
-    /// Creates the route device, puts every VIP on `vip_interface` and
-    /// flushes the table of routes with tandem's protocol (a previous run's,
-    /// or someone's by hand). Nothing is announced until [`Routing::run`]
+    /// Creates the route device, makes every VIP local on `vip_interface`
+    /// and flushes the table of routes with tandem's protocol (a previous
+    /// run's, or someone's by hand). Nothing is announced until [`Routing::run`]
     /// hears that the services are available.
     pub fn start(
         config: &tandem_config::Routing,
