@@ -425,6 +425,13 @@ fn three_nodes_announce_one_vip_and_each_withdraws_in_time() {
     tandem_cli(&nodes[1], &["maintenance", "off"]);
     assert!(wait_next_hops(&router, 3, Duration::from_secs(5)).is_some());
 
+    // Draining the node's only backend: no backend is available, withdrawn.
+    tandem_cli(&nodes[1], &["drain", "api", BACKEND]);
+    let took = wait_next_hops(&router, 2, Duration::from_secs(5)).expect("a drain withdraws");
+    eprintln!("last backend drained → next hop removed: {took:?}");
+    tandem_cli(&nodes[1], &["enable", "api", BACKEND]);
+    assert!(wait_next_hops(&router, 3, Duration::from_secs(5)).is_some());
+
     // 4. SIGTERM on node2: withdrawn first, accepting meanwhile; not one
     // new connection is refused while it drains and exits.
     let stop = Arc::new(AtomicBool::new(false));
@@ -483,6 +490,30 @@ fn three_nodes_announce_one_vip_and_each_withdraws_in_time() {
         killed.elapsed()
     );
     assert!(gone < Duration::from_secs(2), "{gone:?}");
+    // What systemd's ExecStopPost runs after that crash: the VIP's local
+    // route, which the crash left, goes too.
+    let config = tandems[2].config_path();
+    let leftover = || {
+        let out = nodes[2].sh(&["ip", "route", "show", "table", "all", "proto", "250"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        leftover().contains(&format!("local {VIP}")),
+        "{}",
+        leftover()
+    );
+    let out = nodes[2]
+        .command(bin().to_str().unwrap())
+        .args(["flush-routes", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("flushed 1 route(s)"),
+        "{out:?}"
+    );
+    assert_eq!(leftover(), "");
 
     // node2 starts again: it flushes, then announces once healthy.
     tandems[1] = Tandem::spawn_in_netns(nodes[1].ns(), bin(), &node_tandem_conf());
