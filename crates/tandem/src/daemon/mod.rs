@@ -62,20 +62,9 @@ impl Source {
 }
 
 pub fn run_file(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = match tandem_config::load(path) {
+    let config = match load_or_report(path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in &errors.0 {
-                error!("{e}");
-            }
-            error!(
-                "{}: {} configuration error(s), not started (see `tandem check -c {}`)",
-                path.display(),
-                errors.0.len(),
-                path.display()
-            );
-            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
-        }
+        Err(code) => return Ok(code),
     };
     raise_open_file_limit();
     let runtime = runtime(&config)?;
@@ -83,17 +72,28 @@ pub fn run_file(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The file's configuration, or every error logged and EX_USAGE to exit with.
+fn load_or_report(path: &Path) -> Result<Config, ExitCode> {
+    tandem_config::load(path).map_err(|errors| {
+        for e in &errors.0 {
+            error!("{e}");
+        }
+        error!(
+            "{}: {} configuration error(s), not started (see `tandem check -c {}`)",
+            path.display(),
+            errors.0.len(),
+            path.display()
+        );
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })
+}
+
 /// `tandem flush-routes`: the routes a crashed tandem may have left in its
 /// table (the route device normally takes them along). For ExecStopPost.
 pub fn flush_routes(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = match tandem_config::load(path) {
+    let config = match load_or_report(path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in &errors.0 {
-                error!("{e}");
-            }
-            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
-        }
+        Err(code) => return Ok(code),
     };
     let Some(routing) = &config.routing else {
         println!("{}: no routing section, nothing to flush", path.display());
