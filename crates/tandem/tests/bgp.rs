@@ -579,3 +579,37 @@ fn frr_announces_tandems_table_too() {
     let gone = gone.unwrap_or_else(|| panic!("FRR kept announcing:\n{}", tandem.logs()));
     eprintln!("FRR: backend died → route removed after {gone:?}");
 }
+
+/// Without CAP_NET_ADMIN the route device cannot be made: tandem does not
+/// start, and its one error line says what is missing.
+#[test]
+fn routing_without_cap_net_admin_says_so_and_does_not_start() {
+    let Some(mut lab) = Lab::new("routing_without_cap_net_admin_says_so_and_does_not_start") else {
+        return;
+    };
+    if !test_support::installed_or_skip(
+        "routing_without_cap_net_admin_says_so_and_does_not_start",
+        &["/usr/sbin/capsh"],
+        "libcap2-bin",
+    ) {
+        return;
+    }
+    let node = lab.host(&[&format!("{}/24", NODES[0])]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tandem.yaml");
+    std::fs::write(&config, node_tandem_conf()).unwrap();
+    let run = format!("{} run -c {}", bin().display(), config.display());
+    let out = node
+        .command("capsh")
+        .args(["--drop=cap_net_admin", "--", "-c", &run])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("routing: cannot create the route device `tandem-routes`: Operation not permitted (os error 1) (creating interfaces needs CAP_NET_ADMIN)"),
+        "{stderr}"
+    );
+    let left = node.sh(&["ip", "route", "show", "table", "all", "proto", "250"]);
+    assert!(left.stdout.is_empty(), "nothing applied: {left:?}");
+}
