@@ -4,13 +4,17 @@
 //! - `prerouting` and `output` (nat, dstnat priority) jump to `services`, whose
 //!   verdict maps send `address . protocol . port` to a `service_N` chain: so
 //!   forwarded clients and clients on the node itself are both translated;
-//! - `service_N` DNATs to `<pick> mod SLOTS map { slot : backend }`, or refuses
-//!   (TCP reset, ICMP port unreachable) while no backend may be picked;
+//! - `service_N` picks `<pick> mod SLOTS vmap { slot : jump sI_bJ }`, or
+//!   refuses (TCP reset, ICMP port unreachable) while no backend may be
+//!   picked; each backend's chain `sI_bJ` counts the new flow in its named
+//!   counter `sI_bJ_new` and DNATs (a nat chain sees only a flow's first
+//!   packet, so counting flows there costs the later packets nothing);
 //! - `postrouting` (srcnat) masquerades the flows it DNATed, so replies come
 //!   back through the node (except on loopback, where they do anyway);
-//! - `count_prerouting` / `count_output` (filter) count, per backend, new
-//!   flows and the bytes of each direction in named counters (`nft list
-//!   counters table inet tandem`).
+//! - `count_prerouting` / `count_output` (filter) count the bytes of each
+//!   direction per backend (`sI_bJ_orig`, `sI_bJ_reply`); they see every
+//!   packet of the host, so an untranslated packet leaves after one test of
+//!   its conntrack status (`nft list counters table inet tandem`).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -156,6 +160,11 @@ fn target(a: &SocketAddr) -> String {
     format!("{} . {}", a.ip(), a.port())
 }
 
+/// `<address>:<port>` as a dnat statement takes it (`[v6]:port`).
+fn address(a: &SocketAddr) -> String {
+    a.to_string()
+}
+
 /// The expression that picks a slot `0..n` for a new flow.
 fn pick(service: &Service, n: usize) -> String {
     let fam = family(&service.listen);
@@ -205,12 +214,58 @@ fn address_key(a: &SocketAddr) -> u64 {
     h
 }
 
+/// One backend's counters: the flow key the byte counters match (protocol,
+/// service address, backend) and the prefix of its counters' names.
+struct Counted {
+    family: &'static str,
+    key: String,
+    prefix: String,
+}
+
+/// Every backend's counters, once per flow key (a backend listed under two
+/// services of one address and protocol is counted under the first), and for
+/// each service the index of each backend's entry.
+fn counted(services: &[Service]) -> (Vec<Counted>, Vec<Vec<Option<usize>>>) {
+    let mut all: Vec<Counted> = Vec::new();
+    let mut of = Vec::new();
+    for (i, s) in services.iter().enumerate() {
+        let mut mine = Vec::new();
+        for (j, b) in s.backends.iter().enumerate() {
+            if b.address.is_ipv4() != s.listen.is_ipv4() {
+                mine.push(None);
+                continue;
+            }
+            let family = family(&s.listen);
+            let key = format!(
+                "{} . {} . {}",
+                proto(s.protocol),
+                s.listen.ip(),
+                target(&b.address)
+            );
+            let at = match all.iter().position(|c| c.family == family && c.key == key) {
+                Some(k) => k,
+                None => {
+                    all.push(Counted {
+                        family,
+                        key,
+                        prefix: format!("s{i}_b{j}"),
+                    });
+                    all.len() - 1
+                }
+            };
+            mine.push(Some(at));
+        }
+        of.push(mine);
+    }
+    (all, of)
+}
+
 /// The whole table for `services` (all of them `forwarding: nat`), replacing
 /// whatever table of that name exists, in one transaction.
 pub fn render(services: &[Service]) -> Rendered {
     let mut t = String::new();
-    let mut counters = Vec::new();
     let w = &mut t;
+    let (counted, index) = counted(services);
     // Creating then deleting makes the delete valid when there is no table yet.
     let _ = writeln!(w, "table {TABLE} {{}}");
     let _ = writeln!(w, "delete table {TABLE}");
@@ -219,6 +274,11 @@ pub fn render(services: &[Service]) -> Rendered {
         w,
         "\tcomment \"written by tandem (forwarding: nat); rewritten whole on every change, do not edit\""
     );
+    for c in &counted {
+        for what in ["new", "orig", "reply"] {
+            let _ = writeln!(w, "\tcounter {}_{what} {{ }}", c.prefix);
+        }
+    }
     for hook in ["prerouting", "output"] {
         let _ = writeln!(w, "\tchain {hook} {{");
         let _ = writeln!(w, "\t\ttype nat hook {hook} priority -100; policy accept;");
@@ -249,6 +309,9 @@ pub fn render(services: &[Service]) -> Rendered {
         }
     }
     let _ = writeln!(w, "\t}}");
+    // A nat chain sees only the first packet of a flow: the jump to a
+    // backend's own chain counts new flows at no cost to the packets after.
+    let mut targets: Vec<(String, String)> = Vec::new(); // (chain, dnat statement)
     for (i, s) in services.iter().enumerate() {
         let p = proto(s.protocol);
         let _ = writeln!(w, "\tchain service_{i} {{");
@@ -262,25 +325,48 @@ pub fn render(services: &[Service]) -> Rendered {
             let _ = writeln!(w, "\t\tmeta l4proto {p} {refuse}");
         } else {
             let slots = slots_of(s, &picked);
+            let mut chain_of = |k: usize| -> String {
+                let to = &s.backends[k].address;
+                let (chain, count) = match index[i][k] {
+                    Some(c) => (
+                        counted[c].prefix.clone(),
+                        format!("counter name \"{}_new\" ", counted[c].prefix),
+                    ),
+                    None => (format!("s{i}_b{k}"), String::new()),
+                };
+                if !targets.iter().any(|(c, _)| *c == chain) {
+                    let dnat = format!(
+                        "meta l4proto {p} {count}dnat {} to {}",
+                        family(&s.listen),
+                        address(to)
+                    );
+                    targets.push((chain.clone(), dnat));
+                }
+                chain
+            };
             let map: Vec<String> = slots::ranges(&slots)
                 .into_iter()
                 .map(|(a, b, k)| {
-                    let to = target(&s.backends[k].address);
+                    let to = chain_of(k);
                     if a == b {
-                        format!("{a} : {to}")
+                        format!("{a} : jump {to}")
                     } else {
-                        format!("{a}-{b} : {to}")
+                        format!("{a}-{b} : jump {to}")
                     }
                 })
                 .collect();
             let _ = writeln!(
                 w,
-                "\t\tmeta l4proto {p} dnat {} to {} map {{ {} }}",
-                family(&s.listen),
+                "\t\tmeta l4proto {p} {} vmap {{ {} }}",
                 pick(s, slots.len()),
                 map.join(", ")
             );
         }
+        let _ = writeln!(w, "\t}}");
+    }
+    for (chain, dnat) in &targets {
+        let _ = writeln!(w, "\tchain {chain} {{");
+        let _ = writeln!(w, "\t\t{dnat}");
         let _ = writeln!(w, "\t}}");
     }
     // Not on loopback: its addresses have host scope, so masquerade would
@@ -302,85 +388,67 @@ pub fn render(services: &[Service]) -> Rendered {
         );
     }
     let _ = writeln!(w, "\t}}");
-
-    // Counters: one set per backend, keyed in the maps below by protocol,
-    // service address and backend (a backend listed under two services of one
-    // address and protocol is counted under the first).
-    let mut keys: Vec<(&'static str, String, String)> = Vec::new(); // (family, key, prefix)
+    bytes(w, &counted);
+    let _ = writeln!(w, "}}");
+    // Each counter once, under the service and backend that declared it.
+    let mut counters = Vec::new();
     for (i, s) in services.iter().enumerate() {
         for (j, b) in s.backends.iter().enumerate() {
-            if b.address.is_ipv4() != s.listen.is_ipv4() {
-                continue;
+            if let Some(c) = index[i][j].filter(|&c| counted[c].prefix == format!("s{i}_b{j}")) {
+                counters.push(CounterName {
+                    service: s.name.clone(),
+                    backend: b.address,
+                    prefix: counted[c].prefix.clone(),
+                });
             }
-            let key = format!(
-                "{} . {} . {}",
-                proto(s.protocol),
-                s.listen.ip(),
-                target(&b.address)
-            );
-            let fam = family(&s.listen);
-            if keys.iter().any(|(f, k, _)| *f == fam && *k == key) {
-                continue;
-            }
-            let prefix = format!("s{i}_b{j}");
-            for what in ["new", "orig", "reply"] {
-                let _ = writeln!(w, "\tcounter {prefix}_{what} {{ }}");
-            }
-            counters.push(CounterName {
-                service: s.name.clone(),
-                backend: b.address,
-                prefix: prefix.clone(),
-            });
-            keys.push((fam, key, prefix));
         }
     }
+    Rendered { text: t, counters }
+}
+
+/// The byte counters: every packet of the host passes the two filter hooks
+/// below, so a packet of a flow tandem did not translate leaves after one
+/// test of its conntrack status, and one of a translated flow costs one
+/// direction lookup and one map lookup.
+fn bytes(w: &mut String, counted: &[Counted]) {
+    if counted.is_empty() {
+        return;
+    }
+    let vmap = "ct status dnat ct direction vmap { original : jump count_original, reply : jump count_reply }";
     let _ = writeln!(w, "\tchain count_prerouting {{");
     let _ = writeln!(
         w,
         "\t\ttype filter hook prerouting priority 0; policy accept;"
     );
     // Loopback packets were counted on their way out.
-    let _ = writeln!(w, "\t\tiifname \"lo\" return");
-    let _ = writeln!(w, "\t\tjump count");
+    let _ = writeln!(w, "\t\tiif \"lo\" return");
+    let _ = writeln!(w, "\t\t{vmap}");
     let _ = writeln!(w, "\t}}");
     let _ = writeln!(w, "\tchain count_output {{");
     let _ = writeln!(w, "\t\ttype filter hook output priority 0; policy accept;");
-    let _ = writeln!(w, "\t\tjump count");
+    let _ = writeln!(w, "\t\t{vmap}");
     let _ = writeln!(w, "\t}}");
-    let _ = writeln!(w, "\tchain count {{");
-    for fam in ["ip", "ip6"] {
-        let of: Vec<&(&str, String, String)> = keys.iter().filter(|(f, _, _)| *f == fam).collect();
-        if of.is_empty() {
-            continue;
+    for (direction, what, addr, port) in [
+        ("original", "orig", "daddr", "dport"),
+        ("reply", "reply", "saddr", "sport"),
+    ] {
+        let _ = writeln!(w, "\tchain count_{direction} {{");
+        for fam in ["ip", "ip6"] {
+            let map: Vec<String> = counted
+                .iter()
+                .filter(|c| c.family == fam)
+                .map(|c| format!("{} : \"{}_{what}\"", c.key, c.prefix))
+                .collect();
+            if !map.is_empty() {
+                let _ = writeln!(
+                    w,
+                    "\t\tcounter name meta l4proto . ct original {fam} daddr . {fam} {addr} . th {port} map {{ {} }}",
+                    map.join(", ")
+                );
+            }
         }
-        let map = |what: &str| {
-            of.iter()
-                .map(|(_, k, p)| format!("{k} : \"{p}_{what}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let head = "ct status dnat meta l4proto { tcp, udp }";
-        let orig = format!("meta l4proto . ct original {fam} daddr . {fam} daddr . th dport");
-        let reply = format!("meta l4proto . ct original {fam} daddr . {fam} saddr . th sport");
-        let _ = writeln!(
-            w,
-            "\t\t{head} ct direction original ct state new counter name {orig} map {{ {} }}",
-            map("new")
-        );
-        let _ = writeln!(
-            w,
-            "\t\t{head} ct direction original counter name {orig} map {{ {} }}",
-            map("orig")
-        );
-        let _ = writeln!(
-            w,
-            "\t\t{head} ct direction reply counter name {reply} map {{ {} }}",
-            map("reply")
-        );
+        let _ = writeln!(w, "\t}}");
     }
-    let _ = writeln!(w, "\t}}");
-    let _ = writeln!(w, "}}");
-    Rendered { text: t, counters }
 }
 
 /// The table for every `forwarding: nat` service of `config`, each backend
@@ -510,19 +578,63 @@ mod tests {
         assert_eq!(r.text.matches("counter s0_b0_").count(), 3);
     }
 
-    /// Slots per backend address in the one dnat map of `service_0`.
+    /// Two services of one address and protocol sharing a backend: one
+    /// chain and one set of counters, declared by the first.
+    #[test]
+    fn a_shared_backend_is_counted_once() {
+        let b = || vec![backend("198.18.0.11:80", 1, false, true)];
+        let r = render(&[
+            service(
+                "a",
+                Protocol::Tcp,
+                "198.18.0.100:80",
+                SchedulerKind::RoundRobin,
+                b(),
+            ),
+            service(
+                "b",
+                Protocol::Tcp,
+                "198.18.0.100:81",
+                SchedulerKind::RoundRobin,
+                b(),
+            ),
+        ]);
+        assert_eq!(r.counters.len(), 1);
+        assert_eq!(r.counters[0].service, "a");
+        assert_eq!(r.text.matches("chain s0_b0 {").count(), 1);
+        assert!(!r.text.contains("chain s1_b0"));
+        let second = r.text.split("chain service_1 {").nth(1).unwrap();
+        assert!(
+            second
+                .lines()
+                .nth(2)
+                .unwrap()
+                .contains("vmap { 0 : jump s0_b0 }"),
+            "{second}"
+        );
+    }
+
+    /// Slots per backend (`address . port`) in the vmap of `service_0`,
+    /// each followed to the chain that DNATs.
     fn shares(text: &str) -> std::collections::HashMap<String, usize> {
         let chain = text.split("chain service_0 {").nth(1).unwrap();
-        let line = chain.lines().find(|l| l.contains("dnat")).unwrap();
-        let map = line.split("map { ").nth(1).unwrap().trim_end_matches(" }");
+        let line = chain.lines().find(|l| l.contains("vmap")).unwrap();
+        let map = line.split("vmap { ").nth(1).unwrap().trim_end_matches(" }");
         let mut out = std::collections::HashMap::new();
         for entry in map.split(", ") {
-            let (slots, to) = entry.split_once(" : ").unwrap();
+            let (slots, jump) = entry.split_once(" : jump ").unwrap();
             let n = match slots.split_once('-') {
                 Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
                 None => 1,
             };
-            *out.entry(to.to_owned()).or_default() += n;
+            let body = text.split(&format!("chain {jump} {{")).nth(1).unwrap();
+            let dnat = body.lines().find(|l| l.contains(" dnat ")).unwrap();
+            assert!(
+                dnat.contains(&format!("counter name \"{jump}_new\"")),
+                "{dnat}"
+            );
+            let to: std::net::SocketAddr = dnat.rsplit(" to ").next().unwrap().parse().unwrap();
+            *out.entry(target(&to)).or_default() += n;
         }
         out
     }

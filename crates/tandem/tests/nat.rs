@@ -162,6 +162,28 @@ fn table(node: &Host) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The backend addresses `service_0` may send a new flow to: the chains its
+/// vmap jumps to, and the address each of them DNATs to.
+fn dnat_targets(table: &str) -> Vec<&str> {
+    let service = table.split("chain service_0 {").nth(1).unwrap_or("");
+    let vmap = service.lines().find(|l| l.contains("vmap")).unwrap_or("");
+    let mut out = Vec::new();
+    for jump in vmap.split("jump ").skip(1) {
+        let chain = jump.split([',', ' ']).next().unwrap_or("");
+        let body = table
+            .split(&format!("chain {chain} {{"))
+            .nth(1)
+            .unwrap_or("");
+        let dnat = body.lines().find(|l| l.contains(" dnat ")).unwrap_or("");
+        let to = dnat.rsplit(" to ").next().unwrap_or("");
+        let ip = to.rsplit_once(':').map_or(to, |(ip, _)| ip);
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
 fn curl(node: &Host, args: &[&str]) -> String {
     let mut argv = vec!["curl", "-sS", "--max-time", "5"];
     argv.extend(args);
@@ -257,9 +279,8 @@ fn nat_spreads_follows_health_and_drains_without_cutting() {
     s.backends[2].cut_off(true);
     let gone = wait_for(Duration::from_secs(10), || {
         table(&s.node).is_some_and(|t| {
-            let service = t.split("chain service_0").nth(1).unwrap_or("");
-            let dnat = service.lines().find(|l| l.contains("dnat")).unwrap_or("");
-            !dnat.contains(BACKENDS[2]) && dnat.contains(BACKENDS[0])
+            let to = dnat_targets(&t);
+            !to.contains(&BACKENDS[2]) && to.contains(&BACKENDS[0])
         })
     });
     assert!(
@@ -307,11 +328,7 @@ fn nat_spreads_follows_health_and_drains_without_cutting() {
     );
     assert!(drained.contains("draining"), "{drained}");
     let left = wait_for(Duration::from_secs(5), || {
-        table(&s.node).is_some_and(|t| {
-            let service = t.split("chain service_0").nth(1).unwrap_or("");
-            let dnat = service.lines().find(|l| l.contains("dnat")).unwrap_or("");
-            !dnat.contains(BACKENDS[1])
-        })
+        table(&s.node).is_some_and(|t| !dnat_targets(&t).contains(&BACKENDS[1]))
     });
     assert!(left.is_some(), "b2 stayed in the map while draining");
     let seen = names(&s.client, 6);
