@@ -160,11 +160,6 @@ fn target(a: &SocketAddr) -> String {
     format!("{} . {}", a.ip(), a.port())
 }
 
-/// `<address>:<port>` as a dnat statement takes it (`[v6]:port`).
-fn address(a: &SocketAddr) -> String {
-    a.to_string()
-}
-
 /// The expression that picks a slot `0..n` for a new flow.
 fn pick(service: &Service, n: usize) -> String {
     let fam = family(&service.listen);
@@ -215,11 +210,12 @@ fn address_key(a: &SocketAddr) -> u64 {
 }
 
 /// One backend's counters: the flow key the byte counters match (protocol,
-/// service address, backend) and the prefix of its counters' names.
+/// service address, backend) and the counters' name, under the service that
+/// declared them.
 struct Counted {
     family: &'static str,
     key: String,
-    prefix: String,
+    name: CounterName,
 }
 
 /// Every backend's counters, once per flow key (a backend listed under two
@@ -248,7 +244,11 @@ fn counted(services: &[Service]) -> (Vec<Counted>, Vec<Vec<Option<usize>>>) {
                     all.push(Counted {
                         family,
                         key,
-                        prefix: format!("s{i}_b{j}"),
+                        name: CounterName {
+                            service: s.name.clone(),
+                            backend: b.address,
+                            prefix: format!("s{i}_b{j}"),
+                        },
                     });
                     all.len() - 1
                 }
@@ -276,7 +276,7 @@ pub fn render(services: &[Service]) -> Rendered {
     );
     for c in &counted {
         for what in ["new", "orig", "reply"] {
-            let _ = writeln!(w, "\tcounter {}_{what} {{ }}", c.prefix);
+            let _ = writeln!(w, "\tcounter {}_{what} {{ }}", c.name.prefix);
         }
     }
     for hook in ["prerouting", "output"] {
@@ -329,17 +329,15 @@ pub fn render(services: &[Service]) -> Rendered {
                 let to = &s.backends[k].address;
                 let (chain, count) = match index[i][k] {
                     Some(c) => (
-                        counted[c].prefix.clone(),
-                        format!("counter name \"{}_new\" ", counted[c].prefix),
+                        counted[c].name.prefix.clone(),
+                        format!("counter name \"{}_new\" ", counted[c].name.prefix),
                     ),
                     None => (format!("s{i}_b{k}"), String::new()),
                 };
                 if !targets.iter().any(|(c, _)| *c == chain) {
-                    let dnat = format!(
-                        "meta l4proto {p} {count}dnat {} to {}",
-                        family(&s.listen),
-                        address(to)
-                    );
+                    // SocketAddr's Display is what dnat takes: `ip:port`, `[ip6]:port`.
+                    let dnat =
+                        format!("meta l4proto {p} {count}dnat {} to {to}", family(&s.listen));
                     targets.push((chain.clone(), dnat));
                 }
                 chain
@@ -390,19 +388,7 @@ pub fn render(services: &[Service]) -> Rendered {
     let _ = writeln!(w, "\t}}");
     bytes(w, &counted);
     let _ = writeln!(w, "}}");
-    // Each counter once, under the service and backend that declared it.
-    let mut counters = Vec::new();
-    for (i, s) in services.iter().enumerate() {
-        for (j, b) in s.backends.iter().enumerate() {
-            if let Some(c) = index[i][j].filter(|&c| counted[c].prefix == format!("s{i}_b{j}")) {
-                counters.push(CounterName {
-                    service: s.name.clone(),
-                    backend: b.address,
-                    prefix: counted[c].prefix.clone(),
-                });
-            }
-        }
-    }
+    let counters = counted.into_iter().map(|c| c.name).collect();
     Rendered { text: t, counters }
 }
 
@@ -437,7 +423,7 @@ fn bytes(w: &mut String, counted: &[Counted]) {
             let map: Vec<String> = counted
                 .iter()
                 .filter(|c| c.family == fam)
-                .map(|c| format!("{} : \"{}_{what}\"", c.key, c.prefix))
+                .map(|c| format!("{} : \"{}_{what}\"", c.key, c.name.prefix))
                 .collect();
             if !map.is_empty() {
                 let _ = writeln!(
