@@ -55,8 +55,12 @@ PORTS = {  # target -> (bulk, http, idle, dns)
     # masquerade written by hand in `table ip bench_anchor` with no daemon.
     "tandem-nat": (27001, 27002, 27003, 27004),
     "nft-anchor": (28001, 28002, 28003, 28004),
+    # Only when --targets names it: tandem-nat with nat_byte_counters: false
+    # (flows counted, bytes not), so that no rule of tandem's runs on every packet.
+    "tandem-nat-nobytes": (29001, 29002, 29003, 29004),
 }
-KERNEL = ("tandem-nat", "nft-anchor")
+KERNEL = ("tandem-nat", "nft-anchor", "tandem-nat-nobytes")
+TANDEM_NATS = ("tandem-nat", "tandem-nat-nobytes")
 TANDEM_NAT_ADMIN = 27099
 ANCHOR_TABLE = "ip bench_anchor"
 TANDEM_ADMIN = 21099
@@ -173,18 +177,18 @@ class Lab:
     def kernel_up(self, target):
         """Puts the rules of a kernel target in place for one measurement."""
         b, h, i, d = PORTS[target]
-        if target == "tandem-nat":
-            conf = self.write("tandem-nat.yaml", f"""
+        if target in TANDEM_NATS:
+            conf = self.write(target + ".yaml", f"""
 admin: {{ listen: 127.0.0.1:{TANDEM_NAT_ADMIN} }}
 runtime: {{ worker_threads: 1 }}
-defaults: {{ forwarding: nat }}
+defaults: {{ forwarding: nat, nat_byte_counters: {"false" if target == "tandem-nat-nobytes" else "true"} }}
 services:
   - {{ name: bulk, listen: 127.0.0.1:{b}, backends: [{{ address: "127.0.0.1:{IPERF}" }}] }}
   - {{ name: http, listen: 127.0.0.1:{h}, backends: [{{ address: "127.0.0.1:{http_backend(target)}" }}] }}
   - {{ name: idle, listen: 127.0.0.1:{i}, backends: [{{ address: "127.0.0.1:{IDLE_BACKEND}" }}] }}
   - {{ name: dns, protocol: udp, listen: 127.0.0.1:{d}, backends: [{{ address: "127.0.0.1:{DNS}" }}] }}
 """)
-            self.start("tandem-nat", self.tandem_cpus, [self.tandem_bin, "--log-level", "warn", "run", "-c", conf])
+            self.start(target, self.tandem_cpus, [self.tandem_bin, "--log-level", "warn", "run", "-c", conf])
         else:
             rules = "".join(f"    ip daddr 127.0.0.1 {proto} dport {port} counter dnat to 127.0.0.1:{to}\n"
                             for proto, port, to in (("tcp", b, IPERF), ("tcp", h, http_backend(target)), ("tcp", i, IDLE_BACKEND), ("udp", d, DNS)))
@@ -209,7 +213,7 @@ table {ANCHOR_TABLE} {{
 
     def kernel_flows(self, target):
         """Flows the kernel target's rules translated so far (its counters)."""
-        if target == "tandem-nat":
+        if target in TANDEM_NATS:
             out = self.nft(args=["-j", "list", "counters", "table", "inet", "tandem"])
             items = json.loads(out.stdout or '{"nftables": []}')["nftables"] if out.returncode == 0 else []
             return sum(c["counter"]["packets"] for c in items if "counter" in c and c["counter"]["name"].endswith("_new"))
@@ -224,8 +228,8 @@ table {ANCHOR_TABLE} {{
         return total
 
     def kernel_down(self, target):
-        if target == "tandem-nat":
-            p = self.procs.pop("tandem-nat")
+        if target in TANDEM_NATS:
+            p = self.procs.pop(target)
             p.send_signal(signal.SIGTERM)
             try:
                 p.wait(timeout=10)
@@ -236,8 +240,9 @@ table {ANCHOR_TABLE} {{
             self.nft(args=["delete", "table"] + ANCHOR_TABLE.split())
 
     def stop(self):
-        if "tandem-nat" in self.procs:
-            self.kernel_down("tandem-nat")
+        for t in TANDEM_NATS:
+            if t in self.procs:
+                self.kernel_down(t)
         self.nft(args=["delete", "table"] + ANCHOR_TABLE.split())
         for p in self.procs.values():
             p.send_signal(signal.SIGTERM)
@@ -588,7 +593,7 @@ def main():
     ap.add_argument("--baseline", help="a second tandem binary measured in the same rounds as target tandem-base")
     ap.add_argument("--proxy-protocol", action="store_true",
                     help="also target tandem-pp: tandem sending a PROXY v2 header to the http backend (an nginx port with proxy_protocol)")
-    ap.add_argument("--targets", help="comma-separated subset of: direct,tandem,tandem-base,tandem-pp,haproxy-splice,haproxy,nginx,tandem-nat,nft-anchor")
+    ap.add_argument("--targets", help="comma-separated subset of: direct,tandem,tandem-base,tandem-pp,haproxy-splice,haproxy,nginx,tandem-nat,nft-anchor,tandem-nat-nobytes")
     ap.add_argument("--no-kernel", action="store_true",
                     help="leave out the kernel targets (tandem-nat, nft-anchor), e.g. where nft or root is missing")
     ap.add_argument("--workloads", help="comma-separated subset of: bulk1,bulk4,conn,conn-machine,keepalive,dns,idle")
@@ -601,7 +606,7 @@ def main():
     seconds = args.seconds or (2 if args.quick else 5)
     targets = (["direct", "tandem"] + (["tandem-base"] if args.baseline else [])
                + (["tandem-pp"] if args.proxy_protocol else []) + ["haproxy-splice", "haproxy", "nginx"]
-               + ([] if args.no_kernel else list(KERNEL)))
+               + ([] if args.no_kernel else ["tandem-nat", "nft-anchor"]))
     if args.targets:
         targets = [t for t in args.targets.split(",") if t]
         unknown = set(targets) - set(PORTS)
@@ -821,6 +826,10 @@ def main():
             ("keep-alive machine µs/req ≤ 1.1 × nft-anchor", "tandem-nat", "nft-anchor", "keepalive", "machine_us_per_req", ratio),
             ("bulk 1 stream machine ms/GB ≤ 1.1 × nft-anchor", "tandem-nat", "nft-anchor", "bulk1", "machine_ms_per_gb", ratio),
             ("DNS machine µs/query ≤ 1.1 × nft-anchor", "tandem-nat", "nft-anchor", "dns", "machine_us_per_query", ratio),
+            ("without byte counters: new conn machine µs/conn vs nft-anchor", "tandem-nat-nobytes", "nft-anchor", "conn", "machine_us_per_req", ratio),
+            ("without byte counters: keep-alive machine µs/req vs nft-anchor", "tandem-nat-nobytes", "nft-anchor", "keepalive", "machine_us_per_req", ratio),
+            ("without byte counters: bulk 1 stream machine ms/GB vs nft-anchor", "tandem-nat-nobytes", "nft-anchor", "bulk1", "machine_ms_per_gb", ratio),
+            ("without byte counters: DNS machine µs/query vs nft-anchor", "tandem-nat-nobytes", "nft-anchor", "dns", "machine_us_per_query", ratio),
         ]:
             if a in targets and b in targets:
                 lines.append(f"| {label} | {fn(a, b, w, k)} |")

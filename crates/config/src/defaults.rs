@@ -29,6 +29,7 @@ pub(crate) const SCHEDULER: SchedulerKind = SchedulerKind::RoundRobin;
 pub(crate) const MAX_CONNECTIONS: Option<std::num::NonZeroU32> = None;
 pub(crate) const TCP_KEEPALIVE: bool = true;
 pub(crate) const ACCESS_LOG: bool = false;
+pub(crate) const NAT_BYTE_COUNTERS: bool = true;
 
 pub(crate) const PROTOCOL: Protocol = Protocol::Tcp;
 pub(crate) const HASH_KEY: HashKey = HashKey::SourceIp;

@@ -60,6 +60,9 @@ pub struct Service {
     /// TCP keepalive on both legs (default true).
     pub tcp_keepalive: bool,
     pub access_log: bool,
+    /// `forwarding: nat` only: count each flow's bytes with a rule on every
+    /// packet (default true); off, only new flows are counted.
+    pub nat_byte_counters: bool,
     pub backends: Vec<BackendSpec>,
     pub health: Health,
     pub udp: Udp,

@@ -36,6 +36,8 @@ pub struct Service {
     pub scheduler: SchedulerKind,
     pub hash_key: HashKey,
     pub on_all_down: OnAllDown,
+    /// Count each flow's bytes (`nat_byte_counters`): a rule on every packet.
+    pub byte_counters: bool,
     pub backends: Vec<Backend>,
 }
 
@@ -96,6 +98,7 @@ impl Service {
             scheduler: config.scheduler,
             hash_key: config.hash_key,
             on_all_down: config.on_all_down,
+            byte_counters: config.nat_byte_counters,
             backends: config.backends.iter().map(backend).collect(),
         }
     }
@@ -211,11 +214,12 @@ fn address_key(a: &SocketAddr) -> u64 {
 
 /// One backend's counters: the flow key the byte counters match (protocol,
 /// service address, backend) and the counters' name, under the service that
-/// declared them.
+/// declared them; `bytes` when any service with that key counts bytes.
 struct Counted {
     family: &'static str,
     key: String,
     name: CounterName,
+    bytes: bool,
 }
 
 /// Every backend's counters, once per flow key (a backend listed under two
@@ -239,7 +243,10 @@ fn counted(services: &[Service]) -> (Vec<Counted>, Vec<Vec<Option<usize>>>) {
                 target(&b.address)
             );
             let at = match all.iter().position(|c| c.family == family && c.key == key) {
-                Some(k) => k,
+                Some(k) => {
+                    all[k].bytes |= s.byte_counters;
+                    k
+                }
                 None => {
                     all.push(Counted {
                         family,
@@ -249,6 +256,7 @@ fn counted(services: &[Service]) -> (Vec<Counted>, Vec<Vec<Option<usize>>>) {
                             backend: b.address,
                             prefix: format!("s{i}_b{j}"),
                         },
+                        bytes: s.byte_counters,
                     });
                     all.len() - 1
                 }
@@ -275,7 +283,12 @@ pub fn render(services: &[Service]) -> Rendered {
         "\tcomment \"written by tandem (forwarding: nat); rewritten whole on every change, do not edit\""
     );
     for c in &counted {
-        for what in ["new", "orig", "reply"] {
+        let kinds: &[&str] = if c.bytes {
+            &["new", "orig", "reply"]
+        } else {
+            &["new"]
+        };
+        for what in kinds {
             let _ = writeln!(w, "\tcounter {}_{what} {{ }}", c.name.prefix);
         }
     }
@@ -395,8 +408,10 @@ pub fn render(services: &[Service]) -> Rendered {
 /// The byte counters: every packet of the host passes the two filter hooks
 /// below, so a packet of a flow tandem did not translate leaves after one
 /// test of its conntrack status, and one of a translated flow costs one
-/// direction lookup and one map lookup.
+/// direction lookup and one map lookup. With no flow to count bytes of
+/// (every service `nat_byte_counters: false`) the hooks are not there at all.
 fn bytes(w: &mut String, counted: &[Counted]) {
+    let counted: Vec<&Counted> = counted.iter().filter(|c| c.bytes).collect();
     if counted.is_empty() {
         return;
     }
@@ -489,6 +504,7 @@ mod tests {
             scheduler,
             hash_key: HashKey::SourceIp,
             on_all_down: OnAllDown::Reject,
+            byte_counters: true,
             backends,
         }
     }
@@ -598,6 +614,58 @@ mod tests {
                 .contains("vmap { 0 : jump s0_b0 }"),
             "{second}"
         );
+    }
+
+    /// `nat_byte_counters: false` leaves a service's flows counted in its
+    /// nat chains and its bytes uncounted; with no service counting bytes
+    /// the table hooks no filter chain, so no rule runs on every packet.
+    #[test]
+    fn byte_counters_are_a_choice_per_service() {
+        let mut services = example();
+        services[0].byte_counters = false;
+        let r = render(&services);
+        assert_eq!(r.text.matches("counter s0_b0_").count(), 1);
+        assert!(r.text.contains("counter s0_b0_new { }"));
+        assert!(!r.text.contains("s0_b0_orig") && !r.text.contains("s0_b0_reply"));
+        assert!(r.text.contains("counter s1_b0_orig { }"));
+        assert!(r.text.contains("\"s1_b0_orig\""));
+        assert!(r.text.contains("counter name \"s0_b0_new\" dnat"));
+        assert!(r.text.contains("chain count_output {"));
+
+        for s in &mut services {
+            s.byte_counters = false;
+        }
+        let r = render(&services);
+        assert!(!r.text.contains("type filter hook"), "{}", r.text);
+        assert!(!r.text.contains("_orig") && !r.text.contains("_reply"));
+        assert_eq!(r.counters.len(), 7);
+    }
+
+    /// A backend shared by two services is counted in bytes when either
+    /// service asks for it.
+    #[test]
+    fn a_shared_backend_counts_bytes_when_either_service_does() {
+        let b = || vec![backend("198.18.0.11:80", 1, false, true)];
+        let mut services = vec![
+            service(
+                "a",
+                Protocol::Tcp,
+                "198.18.0.100:80",
+                SchedulerKind::RoundRobin,
+                b(),
+            ),
+            service(
+                "b",
+                Protocol::Tcp,
+                "198.18.0.100:81",
+                SchedulerKind::RoundRobin,
+                b(),
+            ),
+        ];
+        services[0].byte_counters = false;
+        let r = render(&services);
+        assert!(r.text.contains("counter s0_b0_orig { }"), "{}", r.text);
+        assert!(r.text.contains("chain count_output {"));
     }
 
     /// Slots per backend (`address . port`) in the vmap of `service_0`,

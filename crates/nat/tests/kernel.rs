@@ -44,3 +44,23 @@ fn a_broken_ruleset_is_refused_with_nfts_words() {
         other => panic!("want Refused, got {other:?}"),
     }
 }
+
+/// `nat_byte_counters: false` on one service, then on every one (no filter
+/// hook at all): both tables are ones the kernel takes.
+#[test]
+fn the_kernel_accepts_tables_with_byte_counters_off() {
+    let Some(nft) = nft_or_skip() else { return };
+    for second in ["true", "false"] {
+        let yaml = format!(
+            "defaults: {{ forwarding: nat }}\nservices:\n  - {{ name: a, listen: 198.18.0.100:80, nat_byte_counters: false, backends: [{{ address: 198.18.0.11:80 }}] }}\n  - {{ name: b, listen: 198.18.0.100:81, nat_byte_counters: {second}, backends: [{{ address: 198.18.0.12:80 }}] }}\n"
+        );
+        let config = tandem_config::parse(&yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let table = tandem_nat::render_config(&config).text;
+        assert_eq!(
+            table.contains("type filter hook"),
+            second == "true",
+            "{table}"
+        );
+        nft.check(&table).unwrap();
+    }
+}

@@ -517,6 +517,49 @@ fn nat_serves_clients_and_backends_on_the_nodes_loopback() {
     assert_eq!(answer.as_deref(), Ok("lo"), "{}", tandem.logs());
 }
 
+/// `nat_byte_counters: false` on every service: flows are still counted
+/// (in the nat chains) and reach `tandem_connections_total`, bytes are not,
+/// and the table hooks no filter chain, so no rule of tandem's runs on the
+/// packets after a flow's first.
+#[test]
+fn nat_without_byte_counters_counts_flows_and_hooks_no_filter_chain() {
+    let test = "nat_without_byte_counters_counts_flows_and_hooks_no_filter_chain";
+    let Some((_lab, node)) = one_host(test, &[&format!("{NODE}/24")]) else {
+        return;
+    };
+    start_loopback_backend(&node);
+    let yaml = "admin: { listen: 127.0.0.1:9901 }\ndefaults: { forwarding: nat, nat_byte_counters: false }\nservices:\n  - { name: lo, listen: 127.0.0.1:7001, backends: [{ address: \"127.0.0.1:7002\" }] }\n";
+    let mut tandem = Tandem::spawn_in_netns(node.ns(), bin(), yaml);
+    tandem.wait_listening("127.0.0.1:7001".parse().unwrap());
+    for _ in 0..3 {
+        let answer = ask(&node, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(answer.as_deref(), Ok("lo"), "{}", tandem.logs());
+    }
+    let rules = table(&node).expect("tandem's table");
+    assert!(!rules.contains("type filter hook"), "{rules}");
+    assert!(rules.contains("counter name \"s0_b0_new\" dnat"), "{rules}");
+    assert!(!rules.contains("s0_b0_orig"), "{rules}");
+
+    let value = |metrics: &str, prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let counted = wait_for(Duration::from_secs(5), || {
+        let m = curl(&node, &["http://127.0.0.1:9901/metrics"]);
+        value(&m, "tandem_connections_total{service=\"lo\"") >= 3.0
+    });
+    let metrics = curl(&node, &["http://127.0.0.1:9901/metrics"]);
+    assert!(counted.is_some(), "{metrics}");
+    assert_eq!(
+        value(&metrics, "tandem_bytes_total{service=\"lo\""),
+        0.0,
+        "{metrics}"
+    );
+}
+
 fn start_loopback_backend(host: &Host) {
     let (tx, rx) = std::sync::mpsc::channel();
     host.spawn(move || {

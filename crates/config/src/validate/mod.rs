@@ -137,6 +137,7 @@ struct ServiceDefaults {
     max_connections: Option<NonZeroU32>,
     tcp_keepalive: bool,
     access_log: bool,
+    nat_byte_counters: bool,
     health: Health,
     admission: Admission,
     proxy_send: Option<ProxyVersion>,
@@ -157,6 +158,7 @@ fn service_defaults(
         max_connections: default::MAX_CONNECTIONS,
         tcp_keepalive: default::TCP_KEEPALIVE,
         access_log: default::ACCESS_LOG,
+        nat_byte_counters: default::NAT_BYTE_COUNTERS,
         health: no_health(),
         admission: Admission::default(),
         proxy_send: None,
@@ -190,6 +192,7 @@ struct Settings<'a> {
     max_connections: Option<i64>,
     tcp_keepalive: Option<bool>,
     access_log: Option<bool>,
+    nat_byte_counters: Option<bool>,
 }
 
 /// `file::Defaults` and `file::Service` spell these fields alike; this reads
@@ -207,6 +210,7 @@ macro_rules! settings_of {
             max_connections: raw.max_connections,
             tcp_keepalive: raw.tcp_keepalive,
             access_log: raw.access_log,
+            nat_byte_counters: raw.nat_byte_counters,
         }
     }};
 }
@@ -259,6 +263,7 @@ impl<'a> Settings<'a> {
             max_connections,
             tcp_keepalive: raw.tcp_keepalive.unwrap_or(base.tcp_keepalive),
             access_log: raw.access_log.unwrap_or(base.access_log),
+            nat_byte_counters: raw.nat_byte_counters.unwrap_or(base.nat_byte_counters),
             health: base.health.clone(),
             admission: base.admission.clone(),
             proxy_send: base.proxy_send,
@@ -324,6 +329,7 @@ mod tests {
             max_connections: None,
             tcp_keepalive: true,
             access_log: false,
+            nat_byte_counters: true,
             backends: vec![BackendSpec {
                 address: BackendAddress(addr("198.18.0.11:6443")),
                 name: None,

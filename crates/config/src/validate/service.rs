@@ -153,6 +153,14 @@ fn service(
     let udp = udp(r, &at.key("udp"), raw.udp.as_ref());
     if s.forwarding == Forwarding::Nat {
         nat_rules(r, at, raw, &s, listen, &health, &admission, &backends);
+    } else if raw.nat_byte_counters.is_some() {
+        r.value(
+            &at.key("nat_byte_counters"),
+            format!(
+                "only for `forwarding: nat` (this service is `{}`, which counts bytes itself)",
+                s.forwarding.as_str()
+            ),
+        );
     }
 
     let facts = Facts {
@@ -175,6 +183,7 @@ fn service(
         max_connections: s.max_connections,
         tcp_keepalive: s.tcp_keepalive,
         access_log: s.access_log,
+        nat_byte_counters: s.nat_byte_counters,
         backends,
         health,
         udp,
