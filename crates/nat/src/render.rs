@@ -580,27 +580,20 @@ mod tests {
         assert_eq!(r.text.matches("counter s0_b0_").count(), 3);
     }
 
+    /// Services `a` and `b` on two ports of one address, with one backend.
+    fn sharing_one_backend() -> Vec<Service> {
+        let b = || vec![backend("198.18.0.11:80", 1, false, true)];
+        let on = |name: &str, listen: &str| {
+            service(name, Protocol::Tcp, listen, SchedulerKind::RoundRobin, b())
+        };
+        vec![on("a", "198.18.0.100:80"), on("b", "198.18.0.100:81")]
+    }
+
     /// Two services of one address and protocol sharing a backend: one
     /// chain and one set of counters, declared by the first.
     #[test]
     fn a_shared_backend_is_counted_once() {
-        let b = || vec![backend("198.18.0.11:80", 1, false, true)];
-        let r = render(&[
-            service(
-                "a",
-                Protocol::Tcp,
-                "198.18.0.100:80",
-                SchedulerKind::RoundRobin,
-                b(),
-            ),
-            service(
-                "b",
-                Protocol::Tcp,
-                "198.18.0.100:81",
-                SchedulerKind::RoundRobin,
-                b(),
-            ),
-        ]);
+        let r = render(&sharing_one_backend());
         assert_eq!(r.counters.len(), 1);
         assert_eq!(r.counters[0].service, "a");
         assert_eq!(r.text.matches("chain s0_b0 {").count(), 1);
@@ -645,23 +638,7 @@ mod tests {
     /// service asks for it.
     #[test]
     fn a_shared_backend_counts_bytes_when_either_service_does() {
-        let b = || vec![backend("198.18.0.11:80", 1, false, true)];
-        let mut services = vec![
-            service(
-                "a",
-                Protocol::Tcp,
-                "198.18.0.100:80",
-                SchedulerKind::RoundRobin,
-                b(),
-            ),
-            service(
-                "b",
-                Protocol::Tcp,
-                "198.18.0.100:81",
-                SchedulerKind::RoundRobin,
-                b(),
-            ),
-        ];
+        let mut services = sharing_one_backend();
         services[0].byte_counters = false;
         let r = render(&services);
         assert!(r.text.contains("counter s0_b0_orig { }"), "{}", r.text);
