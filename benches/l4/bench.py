@@ -293,7 +293,7 @@ zone:
 """)
         self.start("nsd", LOAD_CPU, ["nsd", "-d", "-c", nsd])
         self.write("queries.txt", "www.bench.test A\n" * 1000)
-        for port in (IPERF, HTTP, IDLE_BACKEND, HTTP_PP, *(http_backend(t) for t in self.targets)):
+        for port in (IPERF, HTTP, IDLE_BACKEND, HTTP_PP, *(http_backend(t) for t in self.targets if t != "direct")):
             wait_port(port)
 
     def tandem(self, name, binary, admin, proxy_protocol=False):
@@ -493,7 +493,8 @@ def http_load(lab, target, seconds, close, whole_machine=False):
     try:
         r = measured(lab, target, lambda: parse_wrk(run_load(argv, seconds + 30, cpus)))
     finally:
-        os.sched_setaffinity(backend, {int(LOAD_CPU)})
+        if whole_machine:
+            os.sched_setaffinity(backend, {int(LOAD_CPU)})
     # Every endpoint's segments (wrk, proxy, backend): the same traffic costs
     # the same count unless a proxy merges segments (a FIN with the last data).
     r["segs_per_req"] = (tcp_out_segs() - segs) / r["requests"] if r["requests"] else None
